@@ -1,0 +1,1 @@
+"""The Kedro project package: settings, pipeline registry, one folder per pipeline."""

@@ -1,0 +1,71 @@
+"""One MLflow run per `kedro run`: opened before the first node, closed (FINISHED or FAILED) after the last.
+
+Nodes and the Ray workers they launch log into this run through `tracking()` ({"uri", "run_id"}). Parameters are
+logged flattened, with anything named like a secret left out. S3 credentials from conf/<env>/credentials.yml are
+exported to the environment boto3 reads, never logged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import mlflow
+from kedro.framework.hooks import hook_impl
+
+from deepgen.tracking import flat_params, resolve_uri
+
+log = logging.getLogger(__name__)
+S3_ENV = {"aws_access_key_id": "AWS_ACCESS_KEY_ID", "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
+          "region_name": "AWS_REGION", "endpoint_url": "DEEPGEN_S3_ENDPOINT_URL"}
+
+
+def tracking() -> dict:
+    """The active run as a plain dict that can cross into Ray workers."""
+    run = mlflow.active_run()
+    return {"uri": mlflow.get_tracking_uri(), "run_id": run.info.run_id if run else None}
+
+
+class MlflowRunHook:
+    def __init__(self):
+        self._params: dict = {}
+
+    @hook_impl
+    def after_context_created(self, context) -> None:
+        self._params = context.params
+        credentials = context.config_loader.get("credentials") or {}
+        for key, env in S3_ENV.items():
+            value = (credentials.get("s3") or {}).get(key)
+            if value:
+                os.environ[env] = str(value)
+        settings = self._params.get("tracking")
+        if not settings:
+            raise ValueError("parameters: missing 'tracking' (uri, experiment, artifact_root)")
+        uri = resolve_uri(settings["uri"])
+        mlflow.set_tracking_uri(uri)
+        os.environ["MLFLOW_TRACKING_URI"] = uri
+        if mlflow.get_experiment_by_name(settings["experiment"]) is None:
+            root = settings.get("artifact_root")
+            location = None if not root or "://" in root else os.path.abspath(root)
+            mlflow.create_experiment(settings["experiment"],
+                                     artifact_location=f"file://{location}" if location else root)
+        mlflow.set_experiment(settings["experiment"])
+
+    @hook_impl
+    def before_pipeline_run(self, run_params: dict) -> None:
+        name = run_params.get("pipeline_names") or ["__default__"]
+        mlflow.start_run(run_name=f"kedro-{'+'.join(name)}-{run_params.get('session_id')}")
+        mlflow.set_tags({"kedro.session_id": str(run_params.get("session_id")),
+                         "kedro.pipelines": ",".join(name), "kedro.env": str(run_params.get("env"))})
+        params = list(flat_params("", {k: v for k, v in self._params.items() if k != "tracking"}).items())
+        for start in range(0, len(params), 100):
+            mlflow.log_params(dict(params[start:start + 100]))
+        log.info("MLflow run %s at %s", mlflow.active_run().info.run_id, mlflow.get_tracking_uri())
+
+    @hook_impl
+    def after_pipeline_run(self) -> None:
+        mlflow.end_run("FINISHED")
+
+    @hook_impl
+    def on_pipeline_error(self) -> None:
+        mlflow.end_run("FAILED")

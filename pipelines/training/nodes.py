@@ -1,0 +1,22 @@
+"""The training node: hands one stage to Ray Train and returns its small record (checkpoint URI, metrics)."""
+
+from __future__ import annotations
+
+from deepgen.data.shards import read_samples
+from deepgen.eval.shapes import select
+from deepgen.train.config import StageConfig
+from deepgen.train.launch import run_stage
+from pipelines.hooks import tracking
+
+
+def train_stage(name: str, curation: dict, stage: dict, model: dict, storage: dict, ray: dict, evaluation: dict,
+                parent: dict | None = None) -> dict:
+    config = StageConfig.from_dict(name, stage)
+    if parent:
+        init = {"checkpoint": parent["checkpoint_uri"]}
+    else:
+        init = {"preset": model["preset"], "overrides": model.get("overrides") or {}, "seed": model.get("seed", 0)}
+    previews = select(list(read_samples(curation["heldout_urls"])), 1)[: evaluation.get("preview_count", 8)]
+    record = run_stage(config, init, curation["train_urls"], storage["runs"], tracking(),
+                       previews if config.objective == "flow" else None, ray.get("address"))
+    return {**record, "data_version": curation["data_version"]}

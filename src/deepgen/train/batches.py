@@ -1,0 +1,43 @@
+"""The training stream: shards -> shuffled samples -> batches, one independent stream per Ray worker.
+
+Shards are resampled with replacement from a per-rank seed, so every worker streams forever without coordination
+and a resumed run simply draws fresh samples (step-based training; no epoch bookkeeping to restore).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import webdataset as wds
+
+from deepgen.data.shards import decoded
+from deepgen.model.deepgen import pil_to_tensor
+
+
+def sample_stream(urls: list[str], seed: int, shuffle_buffer: int = 512) -> Iterator[dict]:
+    if not urls:
+        raise ValueError("no training shards given")
+    dataset = (
+        wds.WebDataset(urls, resampled=True, seed=seed, shardshuffle=False, empty_check=False,
+                       nodesplitter=None, workersplitter=None)
+        .shuffle(shuffle_buffer, seed=seed)
+        .decode("pil")
+        .map(decoded)
+    )
+    return iter(dataset)
+
+
+def batches(stream: Iterator[dict], batch_size: int) -> Iterator[dict]:
+    while True:
+        yield collate([next(stream) for _ in range(batch_size)])
+
+
+def collate(samples: list[dict]) -> dict:
+    """Targets and references as [-1, 1] tensors; `refs` keeps the PIL references for the VLM's vision tokens."""
+    images = torch.stack([pil_to_tensor(s["image"]) for s in samples])
+    refs = [[s["source_image"]] if s.get("source_image") is not None else [] for s in samples]
+    ref_images = torch.stack([pil_to_tensor(s["source_image"]) if r else torch.zeros_like(images[0])
+                              for s, r in zip(samples, refs)])
+    return {"images": images, "captions": [s["caption"] for s in samples], "refs": refs, "ref_images": ref_images,
+            "kinds": [s.get("kind", "t2i") for s in samples]}

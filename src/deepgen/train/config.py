@@ -1,0 +1,76 @@
+"""Typed stage configuration. The freeze schedule is data: which components train, and whether the VLM gets LoRA."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+COMPONENTS = ("vlm", "scb", "dit", "vae")
+
+
+@dataclass
+class LoRAConfig:
+    rank: int = 64
+    alpha: int = 128
+    dropout: float = 0.05
+    target_modules: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4
+    betas: tuple[float, float] = (0.9, 0.95)
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.01
+    grad_clip: float = 1.0
+    min_lr_ratio: float = 0.0
+
+
+@dataclass
+class ScalingConfig:
+    """Ray Train workers. Locally 2 CPU workers with one torch thread each (DDP over gloo)."""
+
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: int = 1
+    torch_threads: int = 1
+
+
+@dataclass
+class StageConfig:
+    name: str
+    objective: str = "flow"  # "flow" (DiT flow matching) or "vae" (autoencoder reconstruction)
+    trainable: tuple[str, ...] = ("scb",)
+    lora: LoRAConfig | None = None
+    steps: int = 1000
+    batch_size: int = 16  # per worker
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    crop: int = 0  # objective "vae": train on random crops of this size (fully convolutional; 32 px costs 1/4)
+    log_every: int = 10
+    checkpoint_every: int = 200
+    seed: int = 0
+    note: str = ""  # why this schedule (e.g. what the tiny run must learn from scratch), logged as a param
+
+    @classmethod
+    def from_dict(cls, name: str, data: dict[str, Any]) -> "StageConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"stage {name!r}: unknown key(s) {unknown}; known: {sorted(known)}")
+        data = dict(data)
+        bad = sorted(set(data.get("trainable", ())) - set(COMPONENTS))
+        if bad:
+            raise ValueError(f"stage {name!r}: unknown trainable component(s) {bad}; choose from {COMPONENTS}")
+        if data.get("objective", "flow") not in ("flow", "vae"):
+            raise ValueError(f"stage {name!r}: objective must be 'flow' or 'vae', got {data['objective']!r}")
+        data["trainable"] = tuple(data.get("trainable", ("scb",)))
+        if data.get("lora"):
+            data["lora"] = LoRAConfig(**data["lora"])
+        optim = dict(data.get("optim", {}))
+        if "betas" in optim:
+            optim["betas"] = tuple(optim["betas"])
+        data["optim"] = OptimConfig(**optim)
+        data["scaling"] = ScalingConfig(**data.get("scaling", {}))
+        data.pop("name", None)
+        return cls(name=name, **data)

@@ -1,0 +1,94 @@
+"""Launch one training stage under Ray Train and return a small record (never a live model).
+
+The run name is a hash of everything that determines the result (stage config, initial weights, data), so re-running
+the same stage finds its own folder: a finished run is returned as it is (its record.json), an interrupted one is
+resumed by Ray Train from its latest checkpoint, and a changed config trains anew beside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from pathlib import Path
+
+from deepgen import storage
+from deepgen.train.config import StageConfig
+
+log = logging.getLogger(__name__)
+RECORD_FILE = "record.json"
+# Ray Train's report() waits on a health check (2 s by default); 0.2 s keeps small runs quick (STACK.md).
+RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
+           "RAY_DEDUP_LOGS": "0"}
+
+
+def run_name(stage: StageConfig, init: dict, train_urls: list[str]) -> str:
+    payload = json.dumps({"stage": dataclasses.asdict(stage), "init": init, "data": train_urls},
+                         sort_keys=True, default=str)
+    return f"{stage.name}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
+
+
+def ensure_ray(address: str | None = None) -> None:
+    import ray
+
+    os.environ.update({k: v for k, v in RAY_ENV.items() if k not in os.environ})
+    if ray.is_initialized():
+        return
+    kwargs = {"address": address} if address else {"num_cpus": max(2, os.cpu_count() or 2)}
+    ray.init(include_dashboard=False, log_to_driver=True, runtime_env={"env_vars": RAY_ENV},
+             logging_level=logging.WARNING, **kwargs)
+
+
+def _storage(storage_uri: str):
+    """Ray Train's (storage_path, filesystem): S3 goes through pyarrow with our endpoint setting."""
+    if not storage.is_s3(storage_uri):
+        path = Path(storage_uri).resolve()
+        path.mkdir(parents=True, exist_ok=True)
+        return str(path), None
+    from pyarrow import fs
+
+    endpoint = os.environ.get("DEEPGEN_S3_ENDPOINT_URL")
+    filesystem = fs.S3FileSystem(endpoint_override=endpoint) if endpoint else fs.S3FileSystem()
+    return storage_uri[len("s3://"):], filesystem
+
+
+def run_stage(stage: StageConfig, init: dict, train_urls: list[str], storage_uri: str,
+              tracking: dict | None = None, preview_prompts: list[dict] | None = None,
+              ray_address: str | None = None) -> dict:
+    """Train `stage` from `init` ({"checkpoint": uri} or {"preset": name, "seed": n}) on `train_urls`."""
+    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from deepgen.train.loop import train_loop
+
+    name = run_name(stage, init, train_urls)
+    path, filesystem = _storage(storage_uri)
+    run_uri = storage.join(storage_uri if storage.is_s3(storage_uri) else path, name)
+    record_uri = storage.join(run_uri, RECORD_FILE)
+    if storage.exists(record_uri):
+        log.info("stage %s: finished run %s found, reusing it", stage.name, name)
+        return json.loads(storage.read_bytes(record_uri))
+    log.info("stage %s: training run %s (%d steps, %d workers)", stage.name, name, stage.steps,
+             stage.scaling.num_workers)
+    ensure_ray(ray_address)
+    resources = {"CPU": stage.scaling.cpus_per_worker}
+    if stage.scaling.use_gpu:
+        resources["GPU"] = 1
+    trainer = TorchTrainer(
+        train_loop,
+        train_loop_config={"stage": dataclasses.asdict(stage), "init": init, "train_urls": train_urls,
+                           "tracking": tracking, "preview_prompts": preview_prompts},
+        scaling_config=ScalingConfig(num_workers=stage.scaling.num_workers, use_gpu=stage.scaling.use_gpu,
+                                     resources_per_worker=resources),
+        run_config=RunConfig(name=name, storage_path=path, storage_filesystem=filesystem,
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
+    )
+    result = trainer.fit()
+    checkpoint = result.checkpoint.path
+    checkpoint_uri = f"s3://{checkpoint}" if storage.is_s3(storage_uri) else checkpoint
+    record = {"stage": stage.name, "run_name": name, "checkpoint_uri": storage.join(checkpoint_uri, "model"),
+              "metrics": dict(result.metrics or {}), "steps": stage.steps}
+    storage.write_bytes(record_uri, json.dumps(record, indent=2, sort_keys=True).encode())
+    return record

@@ -1,0 +1,158 @@
+"""The per-worker training loop that Ray Train runs on every worker (DDP over gloo on CPU, NCCL on GPUs).
+
+Every rank builds the same model; DDP broadcasts rank 0's weights. Rank 0 alone logs to MLflow and writes
+checkpoints; every rank calls `ray.train.report` (a collective). A restarted run finds its latest checkpoint through
+`ray.train.get_checkpoint()` (same run name and storage path) and continues from that step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from pathlib import Path
+
+import ray.train
+import ray.train.torch
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from deepgen import tracking as mlflow_log
+from deepgen.model import vae as vae_ops
+from deepgen.model.checkpoint import load_checkpoint, save_checkpoint
+from deepgen.model.config import preset
+from deepgen.model.deepgen import DeepGen
+from deepgen.train.batches import batches, sample_stream
+from deepgen.train.config import StageConfig
+from deepgen.train.freeze import apply_schedule
+from deepgen.train.preview import preview_grid
+
+
+class Objective(nn.Module):
+    """What DDP wraps: forward(batch) -> loss, so gradient sync hooks fire on the stage's real computation."""
+
+    def __init__(self, model: DeepGen, kind: str, crop: int = 0):
+        super().__init__()
+        self.model, self.kind, self.crop = model, kind, crop
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        if self.kind == "vae":
+            images = torch.cat([batch["images"], batch["ref_images"][[bool(r) for r in batch["refs"]]]])
+            loss, _ = vae_ops.vae_loss(self.model.vae, random_crop(images, self.crop).to(self.model.device))
+            return loss
+        return self.model.flow_loss(batch["images"].to(self.model.device), batch["captions"], batch["refs"],
+                                    batch["ref_images"].to(self.model.device))
+
+
+def random_crop(images_B3HW: torch.Tensor, size: int) -> torch.Tensor:
+    """One random window per batch (cheap, and the autoencoder is translation-equivariant anyway)."""
+    height, width = images_B3HW.shape[-2:]
+    if not size or size >= min(height, width):
+        return images_B3HW
+    top, left = (int(torch.randint(0, d - size + 1, ())) for d in (height, width))
+    return images_B3HW[..., top:top + size, left:left + size]
+
+
+def init_model(init: dict) -> DeepGen:
+    """From a parent checkpoint, or fresh from a preset (seeded: every rank builds identical weights)."""
+    if init.get("checkpoint"):
+        return load_checkpoint(init["checkpoint"])
+    torch.manual_seed(init.get("seed", 0))
+    return DeepGen(preset(init["preset"], init.get("overrides")))
+
+
+def lr_lambda(stage: StageConfig):
+    warmup = max(1, int(stage.optim.warmup_fraction * stage.steps))
+    floor = stage.optim.min_lr_ratio
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, stage.steps - warmup)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+    return factor
+
+
+def train_loop(config: dict) -> None:
+    stage = StageConfig.from_dict(config["stage"]["name"], config["stage"])
+    torch.set_num_threads(stage.scaling.torch_threads)
+    torch.set_flush_denormal(True)  # denormal weights made CPU steps 5x slower mid-run here
+    rank = ray.train.get_context().get_world_rank()
+    start, resumed = 0, ray.train.get_checkpoint()
+    if resumed:
+        with resumed.as_directory() as folder:
+            model = load_checkpoint(Path(folder) / "model")
+            trainer_state = torch.load(Path(folder) / "trainer.pt", weights_only=True)
+            start = json.loads((Path(folder) / "state.json").read_text())["step"]
+    else:
+        model = init_model(config["init"])
+    counts = apply_schedule(model, stage)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=stage.optim.lr, betas=stage.optim.betas,
+                            weight_decay=stage.optim.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(stage))
+    if resumed:
+        opt.load_state_dict(trainer_state["optimizer"])
+        sched.load_state_dict(trainer_state["scheduler"])
+    tracking = config.get("tracking") if rank == 0 else None
+    if rank == 0 and start == 0:
+        mlflow_log.log_params(tracking, {f"{stage.name}.trainable.{k}": str(v) for k, v in counts.items()})
+    ddp = ray.train.torch.prepare_model(Objective(model, stage.objective, stage.crop),
+                                        parallel_strategy_kwargs={"find_unused_parameters": True})
+    stream = batches(sample_stream(config["train_urls"], seed=stage.seed * 1000 + rank + 7919 * start),
+                     stage.batch_size)
+    window, tic = [], time.time()
+    bar = tqdm(range(start, stage.steps), desc=stage.name, disable=rank != 0, mininterval=15, initial=start,
+               total=stage.steps)
+    for step in bar:
+        loss = ddp(next(stream))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, stage.optim.grad_clip)
+        opt.step()
+        sched.step()
+        window.append(loss.item())
+        done = step + 1
+        if done % stage.log_every == 0 or done == stage.steps:
+            metrics = {f"{stage.name}/loss": sum(window) / len(window), f"{stage.name}/grad_norm": float(grad_norm),
+                       f"{stage.name}/lr": sched.get_last_lr()[0],
+                       f"{stage.name}/samples_per_s": len(window) * stage.batch_size * stage.scaling.num_workers
+                       / (time.time() - tic)}
+            mlflow_log.log_metrics(tracking, metrics, done)
+            bar.set_postfix(loss=f"{metrics[f'{stage.name}/loss']:.4f}")
+            window, tic = [], time.time()
+        if done % stage.checkpoint_every == 0 or done == stage.steps:
+            _report(model, opt, sched, stage, done, rank, config, {"step": done, "loss": loss.item()})
+
+
+def _report(model, opt, sched, stage, step, rank, config, metrics) -> None:
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    final = step == stage.steps
+    if final and stage.objective == "vae":
+        calibrate_latents(model, config["train_urls"])
+    with tempfile.TemporaryDirectory() as folder:
+        save_checkpoint(model, Path(folder) / "model", extra={"stage": stage.name, "step": step})
+        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, Path(folder) / "trainer.pt")
+        (Path(folder) / "state.json").write_text(json.dumps({"step": step, "stage": stage.name}))
+        if final and stage.objective == "flow" and config.get("preview_prompts"):
+            grid = preview_grid(model, config["preview_prompts"], seed=stage.seed)
+            mlflow_log.log_image(config.get("tracking"), grid, f"samples/{stage.name}_step{step:06d}.png")
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
+
+
+@torch.no_grad()
+def calibrate_latents(model: DeepGen, urls: list[str], num_batches: int = 8) -> None:
+    """Set the VAE's shift/scale so training latents have zero mean and unit variance (SD3's normalisation)."""
+    model.eval()
+    stream = batches(sample_stream(urls, seed=12345), 32)
+    raw = torch.cat([model.vae.encode(next(stream)["images"].to(model.device)).latent_dist.mode()
+                     for _ in range(num_batches)])
+    shift, scale = raw.mean().item(), 1.0 / raw.std().item()
+    model.vae.register_to_config(shift_factor=shift, scaling_factor=scale)
+    model.train()
