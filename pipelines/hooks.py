@@ -54,8 +54,8 @@ class MlflowRunHook:
     @hook_impl
     def before_pipeline_run(self, run_params: dict) -> None:
         name = run_params.get("pipeline_names") or ["__default__"]
-        mlflow.start_run(run_name=f"kedro-{'+'.join(name)}-{run_params.get('session_id')}")
-        mlflow.set_tags({"kedro.session_id": str(run_params.get("session_id")),
+        mlflow.start_run(run_name=f"kedro-{'+'.join(name)}-{run_params.get('run_id')}")
+        mlflow.set_tags({"kedro.session_id": str(run_params.get("run_id")),
                          "kedro.pipelines": ",".join(name), "kedro.env": str(run_params.get("env"))})
         params = list(flat_params("", {k: v for k, v in self._params.items() if k != "tracking"}).items())
         for start in range(0, len(params), 100):

@@ -12,7 +12,8 @@ def evaluate_states(curation: dict, init: dict, alignment: dict, sft: dict, eval
                     storage: dict) -> dict:
     torch.set_flush_denormal(True)
     states = {"init": init, "alignment": alignment, "sft": sft}
-    settings = {k: evaluation[k] for k in ("per_category", "steps", "guidance", "batch_size", "seed", "grid_size")}
+    keys = ("per_category", "per_category_overrides", "steps", "guidance", "batch_size", "seed", "grid_size")
+    settings = {k: evaluation.get(k) for k in keys}
     return {state: evaluate_checkpoint(state, record["checkpoint_uri"], curation["heldout_urls"], settings,
                                        storage["evaluation_cache"], tracking())
             for state, record in states.items()}

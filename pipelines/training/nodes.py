@@ -17,6 +17,6 @@ def train_stage(name: str, curation: dict, stage: dict, model: dict, storage: di
     else:
         init = {"preset": model["preset"], "overrides": model.get("overrides") or {}, "seed": model.get("seed", 0)}
     previews = select(list(read_samples(curation["heldout_urls"])), 1)[: evaluation.get("preview_count", 8)]
-    record = run_stage(config, init, curation["train_urls"], storage["runs"], tracking(),
+    record = run_stage(config, init, curation["train_urls"], curation["data_version"], storage["runs"], tracking(),
                        previews if config.objective == "flow" else None, ray.get("address"))
     return {**record, "data_version": curation["data_version"]}

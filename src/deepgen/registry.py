@@ -50,8 +50,7 @@ def load_model(uri: str, device: str = "cpu"):
     from deepgen.model.checkpoint import load_checkpoint
 
     if uri.startswith("models:/"):
-        local = mlflow.artifacts.download_artifacts(f"{uri.rstrip('/')}/artifacts/{CHECKPOINT_ARTIFACT}")
-        return load_checkpoint(local, device)
+        return load_checkpoint(registered_checkpoint(uri), device)
     if storage.is_s3(uri):
         local = Path(tempfile.mkdtemp(prefix="deepgen-ckpt-"))
         return load_checkpoint(storage.download_dir(uri, local), device)
@@ -59,6 +58,19 @@ def load_model(uri: str, device: str = "cpu"):
         raise FileNotFoundError(f"model not found: {uri} (expected a checkpoint folder, s3:// prefix or "
                                 f"models:/name@alias)")
     return load_checkpoint(uri, device)
+
+
+def registered_checkpoint(uri: str) -> str:
+    """Local folder of a registered model's checkpoint. The model's MLmodel file names the artifact's path (it keeps
+    the logged folder's own name), so it is read rather than guessed; nothing is unpickled."""
+    import yaml
+
+    base = uri.rstrip("/")
+    spec = yaml.safe_load(Path(mlflow.artifacts.download_artifacts(f"{base}/MLmodel")).read_text())
+    entry = spec.get("flavors", {}).get("python_function", {}).get("artifacts", {}).get(CHECKPOINT_ARTIFACT)
+    if not entry or not entry.get("path"):
+        raise ValueError(f"{uri} is not a deepgen model (its MLmodel has no {CHECKPOINT_ARTIFACT!r} artifact)")
+    return mlflow.artifacts.download_artifacts(f"{base}/{entry['path']}")
 
 
 def register(checkpoint_uri: str, name: str, scores: dict[str, float], data_version: str) -> dict:

@@ -8,11 +8,12 @@ environment by the project's hook; nothing here logs them.
 
 from __future__ import annotations
 
-import io
 import os
 import shutil
 import tempfile
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -27,10 +28,30 @@ def join(base: str, *parts: str) -> str:
     return str(Path(base, *parts))
 
 
-def s3_client():
-    import boto3
+def absolute(uri: str) -> str:
+    """Local paths made absolute (Ray workers run in other folders); s3:// URIs unchanged."""
+    return uri if is_s3(uri) else str(Path(uri).resolve())
 
-    return boto3.client("s3", endpoint_url=os.environ.get("DEEPGEN_S3_ENDPOINT_URL") or None)
+
+_clients: dict[tuple, object] = {}
+_clients_lock = threading.Lock()
+
+
+def s3_client():
+    """A boto3 S3 client, one per process, thread and endpoint (a client costs tens of ms to build; boto3 clients must
+    not cross a fork, and a per-thread client keeps thread pools safe)."""
+    import boto3
+    from botocore.config import Config
+
+    endpoint = os.environ.get("DEEPGEN_S3_ENDPOINT_URL") or None
+    key = (os.getpid(), threading.get_ident(), endpoint, os.environ.get("AWS_ACCESS_KEY_ID"))
+    client = _clients.get(key)
+    if client is None:
+        config = Config(retries={"max_attempts": 8, "mode": "standard"})
+        client = boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
+        with _clients_lock:
+            _clients[key] = client
+    return client
 
 
 def _bucket_key(uri: str) -> tuple[str, str]:
@@ -69,9 +90,22 @@ def write_bytes(uri: str, data: bytes) -> None:
     path = Path(uri)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def delete(uri: str) -> None:
+    """Remove one file or object (absent is fine)."""
+    if not is_s3(uri):
+        Path(uri).unlink(missing_ok=True)
+        return
+    bucket, key = _bucket_key(uri)
+    s3_client().delete_object(Bucket=bucket, Key=key)
 
 
 def open_read(uri: str):
@@ -80,6 +114,64 @@ def open_read(uri: str):
         return open(uri, "rb")
     bucket, key = _bucket_key(uri)
     return s3_client().get_object(Bucket=bucket, Key=key)["Body"]
+
+
+@dataclass(frozen=True)
+class FileStat:
+    uri: str
+    rel: str  # path relative to the listed prefix, "/"-separated
+    size: int
+    tag: str  # changes when the content may have: local mtime_ns, S3 ETag
+
+
+def stat_files(prefix: str) -> Iterator[FileStat]:
+    """Every file under a folder / S3 prefix in one global order (by relative path, code point order, which is S3's
+    UTF-8 byte order), streamed: memory holds one directory's entries at a time, never the whole listing.
+
+    A prefix that names a single file yields just that file (rel is its name).
+    """
+    if not is_s3(prefix):
+        root = Path(prefix)
+        if root.is_file():
+            st = root.stat()
+            yield FileStat(str(root), root.name, st.st_size, str(st.st_mtime_ns))
+            return
+        if root.is_dir():
+            yield from _walk_sorted(root, "")
+        return
+    bucket, key = _bucket_key(prefix)
+    client = s3_client()
+    if key and not key.endswith("/"):
+        try:  # a single object?
+            head = client.head_object(Bucket=bucket, Key=key)
+            yield FileStat(prefix, key.rsplit("/", 1)[-1], int(head["ContentLength"]), head.get("ETag", "").strip('"'))
+            return
+        except Exception:  # noqa: BLE001 - not an object: treat it as a prefix
+            pass
+    base = key.rstrip("/") + "/" if key else ""
+    for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=base):
+        for item in page.get("Contents", []):
+            if item["Key"].endswith("/"):
+                continue  # "folder" placeholder objects
+            yield FileStat(f"s3://{bucket}/{item['Key']}", item["Key"][len(base):], int(item["Size"]),
+                           str(item.get("ETag", "")).strip('"'))
+
+
+def _walk_sorted(folder: Path, rel: str) -> Iterator[FileStat]:
+    # sort a directory's entries as their full paths sort: a sub-folder "b" as "b/", so "b.jpg" < "b/..." < "b0.jpg"
+    entries = []
+    with os.scandir(folder) as it:
+        for entry in it:
+            if entry.is_dir(follow_symlinks=False):
+                entries.append((entry.name + "/", entry, True))
+            elif entry.is_file(follow_symlinks=False):
+                entries.append((entry.name, entry, False))
+    for name, entry, is_dir in sorted(entries, key=lambda e: e[0]):
+        if is_dir:
+            yield from _walk_sorted(Path(entry.path), rel + name)
+        else:
+            st = entry.stat(follow_symlinks=False)
+            yield FileStat(entry.path, rel + name, st.st_size, str(st.st_mtime_ns))
 
 
 def list_files(prefix: str) -> Iterator[str]:
@@ -115,7 +207,3 @@ def download_dir(uri: str, local: str | Path) -> Path:
         rel = file_uri[len(uri.rstrip("/")) + 1:]
         write_bytes(str(local / rel), read_bytes(file_uri))
     return local
-
-
-def buffer() -> io.BytesIO:
-    return io.BytesIO()

@@ -47,7 +47,7 @@ def curate_shapes_world(params: CurationParams, out_root: str) -> dict:
     """Curate the ShapesWorld default source; returns the curation record (see `record_from_manifest`)."""
     from deepgen import world
 
-    out = storage.join(out_root, params.fingerprint())
+    out = storage.join(storage.absolute(out_root), params.fingerprint())
     manifest_uri = storage.join(out, MANIFEST)
     if storage.exists(manifest_uri):
         log.info("curation: %s already holds these samples; reusing it, writing nothing", out)

@@ -13,7 +13,7 @@ import logging
 from deepgen import storage
 from deepgen import tracking as mlflow_log
 from deepgen.data.shards import read_samples
-from deepgen.eval.shapes import generate_all, score_all, select
+from deepgen.eval.shapes import generate_all, score_all, with_topup
 from deepgen.registry import load_model
 from deepgen.train.preview import grid
 
@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 def evaluate_checkpoint(state: str, checkpoint_uri: str, heldout_urls: list[str], settings: dict,
                         cache_dir: str, tracking: dict | None = None, ocr=None) -> dict[str, float]:
-    """settings: per_category, steps, guidance, batch_size, seed, grid_size."""
+    """settings: per_category, per_category_overrides, steps, guidance, batch_size, seed, grid_size."""
     key = hashlib.sha256(json.dumps({"ckpt": checkpoint_uri, "data": heldout_urls, **settings},
                                     sort_keys=True).encode()).hexdigest()[:16]
     cache_uri = storage.join(cache_dir, f"{state}-{key}.json")
@@ -30,8 +30,9 @@ def evaluate_checkpoint(state: str, checkpoint_uri: str, heldout_urls: list[str]
         scores = json.loads(storage.read_bytes(cache_uri))
         log.info("evaluation %s: cached scores reused (%s)", state, cache_uri)
     else:
-        samples = select(list(read_samples(heldout_urls)), settings["per_category"])
         model = load_model(checkpoint_uri)
+        samples = with_topup(list(read_samples(heldout_urls)), settings["per_category"],
+                             settings.get("per_category_overrides"), model.cfg.image_size, settings.get("seed", 0))
         images = generate_all(model, samples, settings.get("batch_size", 32), settings.get("seed", 0),
                               settings.get("steps"), settings.get("guidance"), desc=f"evaluate {state}")
         scores = score_all(images, samples, ocr=ocr)

@@ -17,14 +17,34 @@ from deepgen import world
 T2I = set(world.KINDS["t2i"])
 
 
-def select(samples: list[dict], per_category: int) -> list[dict]:
-    """Up to `per_category` samples of each category, in shard order (deterministic)."""
+def select(samples: list[dict], per_category: int, overrides: dict[str, int] | None = None) -> list[dict]:
+    """Up to `per_category` samples of each category (or its override), in shard order (deterministic)."""
+    overrides = overrides or {}
     taken: dict[str, int] = defaultdict(int)
     chosen = []
     for sample in samples:
-        if taken[sample["category"]] < per_category:
+        if taken[sample["category"]] < overrides.get(sample["category"], per_category):
             taken[sample["category"]] += 1
             chosen.append(sample)
+    return chosen
+
+
+def with_topup(heldout: list[dict], per_category: int, overrides: dict[str, int] | None = None,
+               image_size: int = 64, seed: int = 0) -> list[dict]:
+    """The held-out shard samples, topped up from ShapesWorld's held-out scenes where a category is short.
+
+    Edits rarely land in the held-out split (source and target scene must both be held out), so a few thousand
+    curated samples hold only 2-3 per edit category: too few to score. The top-up draws more from the same held-out
+    scenes, deterministically, so the numbers stay comparable between runs.
+    """
+    chosen = select(heldout, per_category, overrides)
+    have: dict[str, int] = defaultdict(int)
+    for sample in chosen:
+        have[sample["category"]] += 1
+    short = {c: (overrides or {}).get(c, per_category) - have[c] for c in world.CATEGORIES}
+    short = {c: n for c, n in short.items() if n > 0}
+    for category, missing in short.items():
+        chosen += world.eval_set(seed, missing, image_size, categories=(category,))
     return chosen
 
 

@@ -46,6 +46,11 @@ class SCBConfig:
     depth: int = 6
     num_heads: int = 32
     mlp_size: int = 11946
+    # The release's connector uses LayerNorm eps 1e-6 and runs over the whole padded sequence (no key-padding mask,
+    # plain mean for the pooled vector). The defaults keep what the tiny runs were trained with; the full preset
+    # sets the release's values so converted official weights reproduce its outputs.
+    layer_norm_eps: float = 1e-5
+    mask_padding: bool = True
 
 
 @dataclass
@@ -104,6 +109,7 @@ class FlowConfig:
 class ModelConfig:
     preset: str = "full"
     image_size: int = 512
+    size_multiple: int = 32  # generated sides are multiples of this (edit outputs keep the reference's aspect ratio)
     vlm: VLMConfig = field(default_factory=VLMConfig)
     scb: SCBConfig = field(default_factory=SCBConfig)
     dit: DiTConfig = field(default_factory=DiTConfig)
@@ -125,6 +131,7 @@ class ModelConfig:
 TINY: dict[str, Any] = {
     "preset": "tiny",
     "image_size": 64,
+    "size_multiple": 8,
     "vlm": {
         "num_layers": 12, "hidden_size": 64, "intermediate_size": 128, "num_heads": 4, "num_kv_heads": 2,
         "vocab_size": 1024, "max_position_embeddings": 4096, "rope_theta": 10000.0, "mrope_section": (2, 3, 3),
@@ -146,7 +153,10 @@ TINY: dict[str, Any] = {
     "flow": {"shift": 1.0, "sample_steps": 20, "guidance_scale": 3.5, "edit_negative_prompt": ""},
 }
 
-PRESETS: dict[str, dict[str, Any]] = {"tiny": TINY, "full": {"preset": "full"}}
+# The full preset is the dataclass defaults (DESIGN.md §1) plus the release's connector details.
+FULL: dict[str, Any] = {"preset": "full", "scb": {"layer_norm_eps": 1e-6, "mask_padding": False}}
+
+PRESETS: dict[str, dict[str, Any]] = {"tiny": TINY, "full": FULL}
 
 
 def preset(name: str, overrides: dict[str, Any] | None = None) -> ModelConfig:

@@ -1,10 +1,17 @@
 """DeepGen: VLM -> SCB -> SD3 MMDiT in one module; text-to-image and editing share one forward.
 
 Images cross this boundary as tensors in [-1, 1] (B, 3, H, W) for training and PIL images for generation.
-Editing samples carry reference images: the VLM sees them as vision tokens, the DiT as clean latents.
+Editing samples carry one or more reference images: the VLM sees each as vision tokens (one vision slot per image),
+the DiT each as clean latents appended after the noisy target tokens. Samples whose references differ in number or
+size run as separate DiT groups (the release pads them into one batch with an attention mask: same result).
+An edit keeps its reference's aspect ratio: the longer side becomes `image_size`, the other is rounded up to a
+multiple of `size_multiple` (the release's `resize_image`), and the output takes that size.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import math
 
 import torch
 from PIL import Image
@@ -23,15 +30,21 @@ Refs = list[list[Image.Image]] | None  # per sample: its reference images (empty
 
 
 def build_tokenizer(cfg: ModelConfig):
-    return load_tokenizer(cfg.vlm.pretrained) if cfg.vlm.pretrained else build_tiny_tokenizer(cfg.vlm.vocab_size)
+    if cfg.vlm.pretrained:
+        from deepgen.model.weights import resolve
+
+        return load_tokenizer(resolve(cfg.vlm.pretrained, "vlm"))
+    return build_tiny_tokenizer(cfg.vlm.vocab_size)
 
 
 class DeepGen(nn.Module):
-    def __init__(self, cfg: ModelConfig, tokenizer=None):
+    def __init__(self, cfg: ModelConfig, tokenizer=None, vlm_config=None):
+        """`vlm_config`: a Qwen2_5_VLConfig to build the VLM from (checkpoints store the exact one they were saved
+        with) instead of deriving it from `cfg.vlm`."""
         super().__init__()
         self.cfg = cfg
         tokenizer = tokenizer if tokenizer is not None else build_tokenizer(cfg)
-        vlm = build_vlm(cfg.vlm, tokenizer)
+        vlm = build_vlm(cfg.vlm, tokenizer, hf_config=vlm_config)
         self.encoder = PromptEncoder(vlm, tokenizer, cfg.vlm)
         text = vlm.config.text_config
         self.dit = build_dit(cfg.dit)
@@ -40,6 +53,33 @@ class DeepGen(nn.Module):
             self.dit.config.joint_attention_dim, self.dit.config.pooled_projection_dim,
         )
         self.vae = build_vae(cfg.vae)
+        if cfg.vlm.pretrained or cfg.dit.pretrained or cfg.vae.pretrained:
+            self._check_pretrained()
+
+    def _check_pretrained(self) -> None:
+        """Loaded folders must be the architecture the config describes; the VAE's latent normalisation and the
+        scheduler's shift are taken from the folders (they are properties of those weights)."""
+        from deepgen.model.weights import check_config, scheduler_settings
+
+        cfg = self.cfg
+        if cfg.vlm.pretrained:
+            text, vision = self.encoder.vlm.config.text_config, self.encoder.vlm.config.vision_config
+            found = {"num_layers": text.num_hidden_layers, "hidden_size": text.hidden_size,
+                     "num_heads": text.num_attention_heads, "num_kv_heads": text.num_key_value_heads,
+                     "intermediate_size": text.intermediate_size, "vision_depth": vision.depth,
+                     "vision_hidden_size": vision.hidden_size}
+            check_config("vlm", found, {k: getattr(cfg.vlm, k) for k in found}, cfg.vlm.pretrained)
+        if cfg.dit.pretrained:
+            expected = {k: v for k, v in dataclasses.asdict(cfg.dit).items() if k != "pretrained"}
+            check_config("dit", dict(self.dit.config), expected, cfg.dit.pretrained)
+            settings = scheduler_settings(cfg.dit.pretrained)
+            if settings:
+                cfg.flow.shift, cfg.flow.num_train_timesteps = settings["shift"], settings["num_train_timesteps"]
+        if cfg.vae.pretrained:
+            keys = ("latent_channels", "block_out_channels", "layers_per_block")
+            check_config("vae", dict(self.vae.config), {k: getattr(cfg.vae, k) for k in keys}, cfg.vae.pretrained)
+            cfg.vae.scaling_factor = float(self.vae.config.scaling_factor)
+            cfg.vae.shift_factor = float(self.vae.config.shift_factor or 0.0)
 
     @property
     def tokenizer(self):
@@ -62,9 +102,15 @@ class DeepGen(nn.Module):
         return dit_forward(self.dit, x_BCHW, context_BLD, pooled_BP, sigma_B * 1000.0, ref_latents)
 
     def flow_loss(self, images_B3HW: torch.Tensor, captions: list[str], refs: Refs = None,
-                  ref_images_B3HW: torch.Tensor | None = None, generator=None) -> torch.Tensor:
-        """Flow-matching MSE on the target latents. Edit samples (refs non-empty) must come with `ref_images_B3HW`
-        (one reference each, same size as the target); text-to-image and edit samples form separate DiT groups."""
+                  ref_images_B3HW: torch.Tensor | list[list[torch.Tensor]] | None = None,
+                  generator=None) -> torch.Tensor:
+        """Flow-matching MSE on the target latents.
+
+        Edit samples (refs non-empty) give their reference tensors in `ref_images_B3HW`: either a (B, 3, H, W)
+        tensor holding one reference per sample, or per sample a list of (3, h, w) tensors (several references,
+        any size). When omitted they are made from the PIL images in `refs`. Text-to-image samples and each
+        reference layout form separate DiT groups; every group's loss is weighted by its share of the batch.
+        """
         flow = self.cfg.flow
         batch = len(captions)
         drop = torch.rand(batch, generator=generator) < flow.caption_dropout if self.training else torch.zeros(batch)
@@ -74,13 +120,15 @@ class DeepGen(nn.Module):
         noise = torch.randn(x0.shape, generator=generator).to(x0)
         sigma = training_sigmas(batch, flow.num_train_timesteps, flow.shift, generator).to(x0)
         x_t = noisy_latents(x0, noise, sigma)
-        is_edit = torch.tensor([bool(r) for r in refs] if refs else [False] * batch)
+        references = reference_tensors(refs, ref_images_B3HW, batch)
         loss = x0.new_zeros(())
-        for group in (~is_edit, is_edit):
-            if not group.any():
-                continue
-            idx = group.nonzero().squeeze(1).to(x0.device)
-            ref_latents = [self.encode_images(ref_images_B3HW[idx])] if group is is_edit else None
+        layouts = [tuple(tuple(t.shape) for t in r) for r in references]
+        for idx_list, layout in _groups(layouts):
+            idx = torch.tensor(idx_list, device=x0.device)
+            ref_latents = None
+            if layout:
+                ref_latents = [self.encode_images(torch.stack([references[i][j] for i in idx_list]).to(x0))
+                               for j in range(len(layout))]
             v = self.velocity(x_t[idx], sigma[idx], context[idx], pooled[idx], ref_latents)
             target = (noise - x0)[idx]
             loss = loss + ((v.float() - target.float()) ** 2).mean() * len(idx) / batch
@@ -90,32 +138,90 @@ class DeepGen(nn.Module):
     def generate(self, prompts: list[str], refs: Refs = None, steps: int | None = None,
                  guidance: float | None = None, seed: int = 0, negative_prompt: str | None = None,
                  size: tuple[int, int] | None = None, progress=None) -> list[Image.Image]:
-        """Euler sampling with CFG; sample i uses noise from seed + i, so a prompt's image does not depend on batch."""
+        """Euler sampling with CFG; sample i uses noise from seed + i, so a prompt's image does not depend on its
+        batch (up to rounding: a batch-mate's left padding adds context tokens the DiT attends to, as in the release).
+
+        `refs[i]` are sample i's reference images (empty: text-to-image). `size` is (height, width); by default an
+        edit with one reference keeps its aspect ratio, everything else is `image_size` square. The negative prompt
+        defaults to the paper's editing negative prompt for edits and to "" for text-to-image.
+        """
         flow = self.cfg.flow
         steps = steps or flow.sample_steps
         guidance = flow.guidance_scale if guidance is None else guidance
-        height, width = size or (self.cfg.image_size, self.cfg.image_size)
-        edit = bool(refs) and any(refs)
-        if negative_prompt is None:
-            negative_prompt = flow.edit_negative_prompt if edit else ""
-        context, pooled = self.condition(list(prompts) + [negative_prompt] * len(prompts),
-                                         (refs + refs) if edit else None)
+        refs = [[self.fit_reference(img) for img in r] for r in refs] if refs else [[] for _ in prompts]
+        if len(refs) != len(prompts):
+            raise ValueError(f"{len(prompts)} prompts but {len(refs)} reference lists")
+        square = (self.cfg.image_size, self.cfg.image_size)
+        sizes = [size or ((r[0].height, r[0].width) if len(r) == 1 else square) for r in refs]
+        negatives = [negative_prompt if negative_prompt is not None else
+                     (flow.edit_negative_prompt if r else "") for r in refs]
+        out: list[Image.Image | None] = [None] * len(prompts)
+        layouts = [(sizes[i], tuple((img.height, img.width) for img in r)) for i, r in enumerate(refs)]
+        for idx, _ in _groups(layouts):
+            images = self._sample([prompts[i] for i in idx], [refs[i] for i in idx], [negatives[i] for i in idx],
+                                  sizes[idx[0]], [seed + i for i in idx], steps, guidance, progress)
+            for i, image in zip(idx, images):
+                out[i] = image
+        return out
+
+    def _sample(self, prompts, refs, negatives, size, seeds, steps, guidance, progress) -> list[Image.Image]:
+        """One group: same output size and same reference layout, so the batch stacks."""
+        height, width = size
+        multiple = self.cfg.size_multiple
+        if height % multiple or width % multiple:
+            raise ValueError(f"output size {width}x{height}: sides must be multiples of {multiple}")
+        edit = any(refs)
+        context, pooled = self.condition(list(prompts) + list(negatives), (refs + refs) if edit else None)
         ref_latents = None
         if edit:
-            ref_tensor = torch.stack([pil_to_tensor(r[0].resize((width, height))) for r in refs]).to(self.device)
-            ref_latents = [self.encode_images(ref_tensor).repeat(2, 1, 1, 1)]
+            ref_latents = [self.encode_images(torch.stack([pil_to_tensor(r[j]) for r in refs]).to(self.device))
+                           .repeat(2, 1, 1, 1) for j in range(len(refs[0]))]
         factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         shape = (self.vae.config.latent_channels, height // factor, width // factor)
-        noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(seed + i))
-                             for i in range(len(prompts))]).to(self.device)
+        noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s))
+                             for s in seeds]).to(self.device)
 
         def velocity(x, sigma):
             v = self.velocity(torch.cat([x, x]), torch.cat([sigma, sigma]), context, pooled, ref_latents)
             cond, uncond = v.chunk(2)
             return guided(cond, uncond, guidance)
 
-        latents = euler_sample(velocity, noise, steps, flow.shift, progress)
+        latents = euler_sample(velocity, noise, steps, self.cfg.flow.shift, progress)
         return [tensor_to_pil(img) for img in vae_ops.decode(self.vae, latents)]
+
+    def fit_reference(self, image: Image.Image) -> Image.Image:
+        """RGB copy resized as the release does: longer side `image_size`, sides multiples of `size_multiple`."""
+        width, height = fit_size(image.width, image.height, self.cfg.image_size, self.cfg.size_multiple)
+        image = image.convert("RGB")
+        return image if image.size == (width, height) else image.resize((width, height), Image.BICUBIC)
+
+
+def fit_size(width: int, height: int, image_size: int, multiple: int) -> tuple[int, int]:
+    """The release's `resize_image`: scale the longer side down to `image_size` (small images keep their size),
+    round both sides up to a multiple of `multiple`."""
+    if max(width, height) >= image_size:
+        scale = image_size / max(width, height)
+        width, height = (image_size, height * scale) if width >= height else (width * scale, image_size)
+    return (math.ceil(round(width, 6) / multiple) * multiple, math.ceil(round(height, 6) / multiple) * multiple)
+
+
+def reference_tensors(refs: Refs, ref_images, batch: int) -> list[list[torch.Tensor]]:
+    """Per sample, its reference images as (3, h, w) tensors in [-1, 1] (empty for text-to-image samples)."""
+    has_refs = [bool(r) for r in refs] if refs else [False] * batch
+    if isinstance(ref_images, torch.Tensor):
+        return [[ref_images[i]] if has_refs[i] else [] for i in range(batch)]
+    if ref_images is not None:
+        return [list(r) if has_refs[i] else [] for i, r in enumerate(ref_images)]
+    return [[pil_to_tensor(img.convert("RGB")) for img in r] if has_refs[i] else [] for i, r in
+            enumerate(refs or [[]] * batch)]
+
+
+def _groups(keys: list) -> list[tuple[list[int], tuple]]:
+    """Sample indices grouped by key; groups with an empty key (text-to-image) first, then by first appearance."""
+    groups: dict = {}
+    for i, key in enumerate(keys):
+        groups.setdefault(key, []).append(i)
+    return [(idx, key) for key, idx in sorted(groups.items(), key=lambda kv: (bool(kv[0]), kv[1][0]))]
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:

@@ -35,11 +35,13 @@ class StackedChannelBridge(nn.Module):
     def __init__(self, cfg: SCBConfig, vlm_hidden: int, vlm_layers: int, context_dim: int, pooled_dim: int):
         super().__init__()
         self.taps = tap_indices(vlm_layers, cfg.num_taps)
+        self.mask_padding = cfg.mask_padding
         self.think_tokens = nn.Parameter(torch.randn(cfg.num_think_tokens, vlm_hidden) / math.sqrt(vlm_hidden))
         self.in_proj = nn.Linear(cfg.num_taps * vlm_hidden, cfg.width)
         layer = nn.TransformerEncoderLayer(
             cfg.width, cfg.num_heads, cfg.mlp_size, dropout=0.0,
             activation=functools.partial(F.gelu, approximate="tanh"), batch_first=True, norm_first=True,
+            layer_norm_eps=cfg.layer_norm_eps,
         )
         self.encoder = nn.TransformerEncoder(layer, cfg.depth, enable_nested_tensor=False)
         self.context_proj = nn.Linear(cfg.width, context_dim)
@@ -52,7 +54,9 @@ class StackedChannelBridge(nn.Module):
         """hidden_states: the VLM's tuple (num_layers + 1 entries of (B, S, H)). Returns (context_BSC, pooled_BP)."""
         stacked_BSK = torch.cat([hidden_states[i] for i in self.taps], dim=-1)  # K = taps * H
         x_BSW = self.in_proj(stacked_BSK.to(self.in_proj.weight.dtype))
-        x_BSW = self.encoder(x_BSW, src_key_padding_mask=~mask_BS.bool())
+        if not self.mask_padding:  # the release: padding tokens take part in attention and in the mean
+            mask_BS = torch.ones_like(mask_BS)
+        x_BSW = self.encoder(x_BSW, src_key_padding_mask=~mask_BS.bool() if self.mask_padding else None)
         context_BSC = self.context_proj(x_BSW)
         weights_BS1 = mask_BS.unsqueeze(-1).to(x_BSW.dtype)
         mean_BW = (x_BSW * weights_BS1).sum(1) / weights_BS1.sum(1).clamp(min=1)

@@ -17,7 +17,7 @@ SPECIAL_TOKENS = [
 ]
 T2I_TEMPLATE = "<|im_start|>user\nGenerate an image: {caption}<|im_end|>\n<|im_start|>assistant\n"
 EDIT_TEMPLATE = "<|im_start|>user\n{images}{instruction}<|im_end|>\n<|im_start|>assistant\n"
-IMAGE_SLOT = "<|vision_start|>{pads}<|vision_end|>\n"
+IMAGE_SLOT = "<|vision_start|>{pads}<|vision_end|>\n"  # one reference; several share one "\n" (as the release)
 
 # Words of the tiny world and of everyday prompts; byte-level BPE still encodes any text, these just merge well.
 _CORPUS_WORDS = (
@@ -68,6 +68,7 @@ def t2i_prompt(caption: str) -> str:
 
 
 def edit_prompt(instruction: str, image_tokens: list[int]) -> str:
-    """One vision slot per reference image, each holding its (post-merge) number of `<|image_pad|>` tokens."""
-    slots = "".join(IMAGE_SLOT.format(pads="<|image_pad|>" * n) for n in image_tokens)
-    return EDIT_TEMPLATE.format(images=slots, instruction=instruction)
+    """One vision slot per reference image, each holding its (post-merge) number of `<|image_pad|>` tokens; the
+    slots follow each other and one newline separates them from the instruction, as in the release."""
+    slots = "".join(IMAGE_SLOT.format(pads="<|image_pad|>" * n).rstrip("\n") for n in image_tokens)
+    return EDIT_TEMPLATE.format(images=slots + "\n", instruction=instruction)

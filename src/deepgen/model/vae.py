@@ -40,11 +40,24 @@ def decode(vae: AutoencoderKL, latents_BCHW: torch.Tensor) -> torch.Tensor:
     return vae.decode(z).sample.clamp(-1, 1)
 
 
-def vae_loss(vae: AutoencoderKL, images_B3HW: torch.Tensor, kl_weight: float = 1e-6):
-    """Reconstruction (L1 + MSE) plus a small KL: sharp flat-colour shapes matter more than a smooth prior."""
+def vae_loss(vae: AutoencoderKL, images_B3HW: torch.Tensor, kl_weight: float = 1e-6, foreground_weight: float = 0.0):
+    """Reconstruction (L1 + MSE) plus a small KL: sharp flat-colour shapes matter more than a smooth prior.
+
+    `foreground_weight` up-weights pixels that differ from the image's border colour. In sparse scenes (a few object
+    pixels on a flat background) an unweighted loss is dominated by the background and the decoder learns colours
+    last; measured here, 400 steps left every object's colour wrong without it.
+    """
     dist = vae.encode(images_B3HW).latent_dist
     recon = vae.decode(dist.sample()).sample
-    l1 = (recon - images_B3HW).abs().mean()
-    mse = ((recon - images_B3HW) ** 2).mean()
+    weight = 1.0
+    if foreground_weight:
+        border = torch.cat([images_B3HW[..., 0, :], images_B3HW[..., -1, :], images_B3HW[..., :, 0],
+                            images_B3HW[..., :, -1]], dim=-1)
+        background_B311 = border.median(dim=-1).values[..., None, None]
+        foreground = ((images_B3HW - background_B311).abs().amax(dim=1, keepdim=True) > 0.1).float()
+        weight = 1.0 + foreground_weight * foreground
+    err = recon - images_B3HW
+    l1 = (err.abs() * weight).mean()
+    mse = (err ** 2 * weight).mean()
     kl = dist.kl().mean()
     return l1 + mse + kl_weight * kl, {"vae/l1": l1.item(), "vae/mse": mse.item(), "vae/kl": kl.item()}

@@ -46,8 +46,11 @@ def qwen_config(cfg: VLMConfig, vocab_size: int, special_ids: dict[str, int]) ->
     )
 
 
-def build_vlm(cfg: VLMConfig, tokenizer) -> Qwen2_5_VLModel:
-    """Random-init VLM from config, or the pretrained one from `cfg.pretrained` (a local folder)."""
+def build_vlm(cfg: VLMConfig, tokenizer, hf_config: Qwen2_5_VLConfig | None = None) -> Qwen2_5_VLModel:
+    """Random-init VLM from config (or from `hf_config` when given), or the pretrained one from `cfg.pretrained`
+    (a local folder or s3:// prefix)."""
+    if hf_config is not None:
+        return Qwen2_5_VLModel(hf_config)
     if cfg.pretrained:
         from deepgen.model.weights import load_pretrained  # local import: weights imports us for its checks
 
@@ -55,6 +58,13 @@ def build_vlm(cfg: VLMConfig, tokenizer) -> Qwen2_5_VLModel:
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in
            ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|endoftext|>", "<|im_end|>")}
     return Qwen2_5_VLModel(qwen_config(cfg, max(len(tokenizer), cfg.vocab_size), ids))
+
+
+def vit_resize(image: Image.Image, unit: int) -> Image.Image:
+    """The release shows the ViT each reference at 28/32 of its size (512 -> 448), sides multiples of `unit` (28)."""
+    width, height = (max(unit, round(side * 28 / 32 / unit) * unit) for side in image.size)
+    image = image.convert("RGB")
+    return image if image.size == (width, height) else image.resize((width, height), Image.BICUBIC)
 
 
 class PromptEncoder(nn.Module):
@@ -66,7 +76,11 @@ class PromptEncoder(nn.Module):
         self.tokenizer = tokenizer
         self.cfg = cfg
         merge = vlm.config.vision_config.spatial_merge_size
-        self.image_processor = Qwen2VLImageProcessorPil(merge_size=merge)
+        # The release feeds the ViT every reference at 28/32 of its size with no minimum area; the processor's
+        # default minimum (56x56) would enlarge small or thin references, so it is lowered to one merged patch.
+        self.vit_unit = vlm.config.vision_config.patch_size * merge
+        self.image_processor = Qwen2VLImageProcessorPil(
+            merge_size=merge, size={"shortest_edge": self.vit_unit ** 2, "longest_edge": 1280 * 28 * 28})
         self.image_token_id = vlm.config.image_token_id
 
     def tokenize(self, captions: list[str], images: list[list[Image.Image]] | None):
@@ -77,6 +91,7 @@ class PromptEncoder(nn.Module):
             if not refs:
                 texts.append(t2i_prompt(caption))
                 continue
+            refs = [vit_resize(img, self.vit_unit) for img in refs]
             processed = self.image_processor(images=refs, return_tensors="pt")
             merge2 = self.image_processor.merge_size ** 2
             grids.append(processed["image_grid_thw"])

@@ -46,7 +46,9 @@ class StageConfig:
     batch_size: int = 16  # per worker
     optim: OptimConfig = field(default_factory=OptimConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    foreground_weight: float = 0.0  # objective "vae": extra loss weight on non-background pixels (sparse scenes)
     crop: int = 0  # objective "vae": train on random crops of this size (fully convolutional; 32 px costs 1/4)
+    precision: str = "fp32"  # "bf16": autocast on GPUs (the full preset); fp32 on CPU
     log_every: int = 10
     checkpoint_every: int = 200
     seed: int = 0
@@ -64,6 +66,8 @@ class StageConfig:
             raise ValueError(f"stage {name!r}: unknown trainable component(s) {bad}; choose from {COMPONENTS}")
         if data.get("objective", "flow") not in ("flow", "vae"):
             raise ValueError(f"stage {name!r}: objective must be 'flow' or 'vae', got {data['objective']!r}")
+        if data.get("precision", "fp32") not in ("fp32", "bf16"):
+            raise ValueError(f"stage {name!r}: precision must be 'fp32' or 'bf16', got {data['precision']!r}")
         data["trainable"] = tuple(data.get("trainable", ("scb",)))
         if data.get("lora"):
             data["lora"] = LoRAConfig(**data["lora"])

@@ -19,25 +19,27 @@ from deepgen.train.config import StageConfig
 
 log = logging.getLogger(__name__)
 RECORD_FILE = "record.json"
-# Ray Train's report() waits on a health check (2 s by default); 0.2 s keeps small runs quick (STACK.md).
-RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false",
-           "RAY_DEDUP_LOGS": "0"}
+# We report only at checkpoints, so Ray Train's default 2 s health-check poll costs little; a faster poll (0.2 s)
+# kept the controller busy and took CPU from the two workers on a 2-core machine.
+RAY_ENV = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-def run_name(stage: StageConfig, init: dict, train_urls: list[str]) -> str:
-    payload = json.dumps({"stage": dataclasses.asdict(stage), "init": init, "data": train_urls},
+def run_name(stage: StageConfig, init: dict, data_version: str) -> str:
+    payload = json.dumps({"stage": dataclasses.asdict(stage), "init": init, "data": data_version},
                          sort_keys=True, default=str)
     return f"{stage.name}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
 
 
 def ensure_ray(address: str | None = None) -> None:
+    """Connect to a cluster, or start a local Ray. The dashboard stays on (127.0.0.1): Ray Train's placement-group
+    cleaner polls the state API it serves, and floods the log without it."""
     import ray
 
     os.environ.update({k: v for k, v in RAY_ENV.items() if k not in os.environ})
     if ray.is_initialized():
         return
     kwargs = {"address": address} if address else {"num_cpus": max(2, os.cpu_count() or 2)}
-    ray.init(include_dashboard=False, log_to_driver=True, runtime_env={"env_vars": RAY_ENV},
+    ray.init(include_dashboard=True, dashboard_host="127.0.0.1", log_to_driver=True, runtime_env={"env_vars": RAY_ENV},
              logging_level=logging.WARNING, **kwargs)
 
 
@@ -54,16 +56,17 @@ def _storage(storage_uri: str):
     return storage_uri[len("s3://"):], filesystem
 
 
-def run_stage(stage: StageConfig, init: dict, train_urls: list[str], storage_uri: str,
+def run_stage(stage: StageConfig, init: dict, train_urls: list[str], data_version: str, storage_uri: str,
               tracking: dict | None = None, preview_prompts: list[dict] | None = None,
               ray_address: str | None = None) -> dict:
-    """Train `stage` from `init` ({"checkpoint": uri} or {"preset": name, "seed": n}) on `train_urls`."""
+    """Train `stage` from `init` ({"checkpoint": uri} or {"preset": name, "seed": n}) on `train_urls`, the shards
+    of `data_version` (the version, not the paths, names the run: moving the data folder retrains nothing)."""
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from deepgen.train.loop import train_loop
 
-    name = run_name(stage, init, train_urls)
+    name = run_name(stage, init, data_version)
     path, filesystem = _storage(storage_uri)
     run_uri = storage.join(storage_uri if storage.is_s3(storage_uri) else path, name)
     record_uri = storage.join(run_uri, RECORD_FILE)

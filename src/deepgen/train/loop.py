@@ -33,14 +33,15 @@ from deepgen.train.preview import preview_grid
 class Objective(nn.Module):
     """What DDP wraps: forward(batch) -> loss, so gradient sync hooks fire on the stage's real computation."""
 
-    def __init__(self, model: DeepGen, kind: str, crop: int = 0):
+    def __init__(self, model: DeepGen, kind: str, crop: int = 0, foreground_weight: float = 0.0):
         super().__init__()
-        self.model, self.kind, self.crop = model, kind, crop
+        self.model, self.kind, self.crop, self.foreground_weight = model, kind, crop, foreground_weight
 
     def forward(self, batch: dict) -> torch.Tensor:
         if self.kind == "vae":
             images = torch.cat([batch["images"], batch["ref_images"][[bool(r) for r in batch["refs"]]]])
-            loss, _ = vae_ops.vae_loss(self.model.vae, random_crop(images, self.crop).to(self.model.device))
+            loss, _ = vae_ops.vae_loss(self.model.vae, random_crop(images, self.crop).to(self.model.device),
+                                          foreground_weight=self.foreground_weight)
             return loss
         return self.model.flow_loss(batch["images"].to(self.model.device), batch["captions"], batch["refs"],
                                     batch["ref_images"].to(self.model.device))
@@ -90,6 +91,9 @@ def train_loop(config: dict) -> None:
     else:
         model = init_model(config["init"])
     counts = apply_schedule(model, stage)
+    if stage.steps == 0:  # e.g. the full preset's VAE stage: package the pretrained initial weights as a checkpoint
+        _report(model, None, None, stage, 0, rank, config, {"step": 0})
+        return
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=stage.optim.lr, betas=stage.optim.betas,
@@ -101,15 +105,18 @@ def train_loop(config: dict) -> None:
     tracking = config.get("tracking") if rank == 0 else None
     if rank == 0 and start == 0:
         mlflow_log.log_params(tracking, {f"{stage.name}.trainable.{k}": str(v) for k, v in counts.items()})
-    ddp = ray.train.torch.prepare_model(Objective(model, stage.objective, stage.crop),
+    ddp = ray.train.torch.prepare_model(Objective(model, stage.objective, stage.crop, stage.foreground_weight),
                                         parallel_strategy_kwargs={"find_unused_parameters": True})
     stream = batches(sample_stream(config["train_urls"], seed=stage.seed * 1000 + rank + 7919 * start),
                      stage.batch_size)
     window, tic = [], time.time()
     bar = tqdm(range(start, stage.steps), desc=stage.name, disable=rank != 0, mininterval=15, initial=start,
                total=stage.steps)
+    autocast = torch.autocast(ray.train.torch.get_device().type, dtype=torch.bfloat16,
+                              enabled=stage.precision == "bf16")
     for step in bar:
-        loss = ddp(next(stream))
+        with autocast:
+            loss = ddp(next(stream))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, stage.optim.grad_clip)
@@ -123,7 +130,7 @@ def train_loop(config: dict) -> None:
                        f"{stage.name}/samples_per_s": len(window) * stage.batch_size * stage.scaling.num_workers
                        / (time.time() - tic)}
             mlflow_log.log_metrics(tracking, metrics, done)
-            bar.set_postfix(loss=f"{metrics[f'{stage.name}/loss']:.4f}")
+            bar.set_postfix(loss=f"{metrics[f'{stage.name}/loss']:.4f}", refresh=False)
             window, tic = [], time.time()
         if done % stage.checkpoint_every == 0 or done == stage.steps:
             _report(model, opt, sched, stage, done, rank, config, {"step": done, "loss": loss.item()})
@@ -138,7 +145,8 @@ def _report(model, opt, sched, stage, step, rank, config, metrics) -> None:
         calibrate_latents(model, config["train_urls"])
     with tempfile.TemporaryDirectory() as folder:
         save_checkpoint(model, Path(folder) / "model", extra={"stage": stage.name, "step": step})
-        torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, Path(folder) / "trainer.pt")
+        if opt is not None:
+            torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, Path(folder) / "trainer.pt")
         (Path(folder) / "state.json").write_text(json.dumps({"step": step, "stage": stage.name}))
         if final and stage.objective == "flow" and config.get("preview_prompts"):
             grid = preview_grid(model, config["preview_prompts"], seed=stage.seed)

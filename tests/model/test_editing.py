@@ -1,0 +1,131 @@
+"""Editing as in the paper: references as vision tokens (no gradients) and as clean latents appended after the
+noisy target with the same position embedding; several references; loss and unpatchify on the target only; the
+editing negative prompt; the reference's aspect ratio kept."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from PIL import Image
+
+from deepgen.model.deepgen import fit_size, pil_to_tensor
+from deepgen.model.dit import dit_forward
+
+
+def noise_image(width: int, height: int, seed: int) -> Image.Image:
+    gen = torch.Generator().manual_seed(seed)
+    data = torch.randint(0, 256, (height, width, 3), generator=gen, dtype=torch.uint8)
+    return Image.fromarray(data.numpy())
+
+
+@pytest.fixture(scope="module")
+def dit_inputs(tiny_model):
+    gen = torch.Generator().manual_seed(0)
+    latents = torch.randn(2, 4, 16, 16, generator=gen)
+    context = torch.randn(2, 5, 128, generator=gen)
+    pooled = torch.randn(2, 128, generator=gen)
+    return latents, context, pooled, torch.tensor([300.0, 700.0])
+
+
+def test_without_references_it_is_the_diffusers_forward(tiny_model, dit_inputs):
+    latents, context, pooled, t = dit_inputs
+    with torch.no_grad():
+        ours = dit_forward(tiny_model.dit, latents, context, pooled, t)
+        theirs = tiny_model.dit(latents, context, pooled, t).sample
+    torch.testing.assert_close(ours, theirs)
+
+
+def test_references_share_the_position_embedding_and_only_the_target_is_output(tiny_model, dit_inputs):
+    latents, context, pooled, t = dit_inputs
+    seen = {}
+
+    def grab(module, args, kwargs):
+        seen.setdefault("tokens", kwargs["hidden_states"])
+
+    hook = tiny_model.dit.transformer_blocks[0].register_forward_pre_hook(grab, with_kwargs=True)
+    try:
+        with torch.no_grad():
+            out = dit_forward(tiny_model.dit, latents, context, pooled, t, [latents.clone()])
+    finally:
+        hook.remove()
+    tokens = seen["tokens"]
+    assert tokens.shape[1] == 2 * 64 and out.shape == latents.shape
+    torch.testing.assert_close(tokens[:, :64], tokens[:, 64:])  # same content, same position embedding
+    with torch.no_grad():
+        other = dit_forward(tiny_model.dit, latents, context, pooled, t, [torch.randn(2, 4, 8, 12)])
+        two = dit_forward(tiny_model.dit, latents, context, pooled, t, [latents, torch.randn(2, 4, 8, 8)])
+    assert other.shape == two.shape == latents.shape
+    assert (other - out).abs().max() > 1e-4  # the reference is attended to
+
+
+def test_one_vision_slot_per_reference_in_the_release_layout(tiny_model):
+    refs = [noise_image(64, 64, 1), noise_image(64, 32, 2)]
+    ids, mask, pixels, grid = tiny_model.encoder.tokenize(["make it blue", "a red circle"], [refs, []])
+    tok = tiny_model.tokenizer
+    text = tok.decode(ids[0][mask[0].bool()])
+    assert text.count("<|vision_start|>") == 2 and "<|vision_end|><|vision_start|>" in text
+    assert text.endswith("<|vision_end|>\nmake it blue<|im_end|>\n<|im_start|>assistant\n")
+    assert grid.tolist() == [[1, 4, 4], [1, 2, 4]]  # the ViT sees 28/32 of each reference: 56x56 and 56x28
+    assert "<|vision_start|>" not in tok.decode(ids[1])
+
+
+def test_flow_loss_with_references(tiny_model):
+    model = tiny_model
+    model.train()
+    try:
+        gen = torch.Generator().manual_seed(0)
+        images = torch.rand(4, 3, 64, 64, generator=gen) * 2 - 1
+        refs = [[], [noise_image(64, 64, 1)], [], [noise_image(64, 64, 2)]]
+        as_tensor = torch.stack([torch.zeros(3, 64, 64) if not r else pil_to_tensor(r[0]) for r in refs])
+        captions = ["a", "make it red", "b", "make it blue"]
+        loss = model.flow_loss(images, captions, refs, as_tensor, torch.Generator().manual_seed(1))
+        from_pil = model.flow_loss(images, captions, refs, None, torch.Generator().manual_seed(1))
+        assert loss.item() == from_pil.item()
+        several = [[], [noise_image(64, 64, 1), noise_image(32, 48, 3)], [noise_image(64, 64, 4)], []]
+        model.encoder.vlm.visual.requires_grad_(True)
+        multi = model.flow_loss(images, captions, several, None, torch.Generator().manual_seed(1))
+        multi.backward()
+        assert torch.isfinite(multi) and multi.item() != loss.item()
+        assert all(p.grad is None for p in model.encoder.vlm.visual.parameters())  # the ViT runs without grads
+        assert model.scb.in_proj.weight.grad is not None
+    finally:
+        model.zero_grad(set_to_none=True)
+        model.requires_grad_(True)
+        model.eval()
+
+
+def test_reference_aspect_ratio_is_kept():
+    assert fit_size(1024, 768, 512, 32) == (512, 384)
+    assert fit_size(700, 1000, 512, 32) == (384, 512)  # 358.4 rounded up to a multiple of 32
+    assert fit_size(500, 300, 512, 32) == (512, 320)  # small images are not enlarged, only rounded up
+    assert fit_size(96, 40, 64, 8) == (64, 32)
+
+
+def test_generate_edits_keep_the_reference_size_and_use_the_edit_negative_prompt(tiny_model, same_images):
+    wide = noise_image(96, 48, 5)
+    out = tiny_model.generate(["make it blue", "a red circle", "combine them"],
+                              refs=[[wide], [], [wide, noise_image(64, 64, 6)]], steps=2, seed=3)
+    assert [im.size for im in out] == [(64, 32), (64, 64), (64, 64)]
+    assert tiny_model.generate(["make it blue"], refs=[[wide]], steps=2, seed=3, size=(32, 64))[0].size == (64, 32)
+    flow = tiny_model.cfg.flow
+    original = dataclasses.replace(flow)
+    try:
+        flow.edit_negative_prompt = "blurry, low quality"
+        default = tiny_model.generate(["make it blue"], refs=[[wide]], steps=2, seed=3)
+        explicit = tiny_model.generate(["make it blue"], refs=[[wide]], steps=2, seed=3,
+                                       negative_prompt="blurry, low quality")
+        empty = tiny_model.generate(["make it blue"], refs=[[wide]], steps=2, seed=3, negative_prompt="")
+    finally:
+        tiny_model.cfg.flow = original
+    assert same_images(default, explicit) and not same_images(default, empty)
+
+
+def test_full_preset_uses_the_papers_editing_negative_prompt():
+    from deepgen.model.config import preset
+
+    cfg = preset("full")
+    assert cfg.flow.edit_negative_prompt.startswith("blurry, low quality, low resolution, distorted")
+    assert cfg.flow.edit_negative_prompt.endswith("incomplete editing, unfinished, unedited areas.")
+    assert (cfg.size_multiple, cfg.image_size, cfg.flow.guidance_scale, cfg.flow.sample_steps) == (32, 512, 4.0, 50)

@@ -1,0 +1,33 @@
+"""Malformed configuration fails early with the culprit named."""
+
+from __future__ import annotations
+
+import pytest
+
+from deepgen.model.config import ModelConfig, preset
+from deepgen.train.config import StageConfig
+
+
+def test_unknown_preset_names_the_choices():
+    with pytest.raises(ValueError, match=r"unknown model preset 'huge'.*\['full', 'tiny'\]"):
+        preset("huge")
+
+
+def test_unknown_model_key_names_its_path():
+    with pytest.raises(ValueError, match=r"config model\.dit: unknown key\(s\) \['num_blocks'\]"):
+        preset("tiny", {"dit": {"num_blocks": 3}})
+
+
+def test_overrides_merge_into_the_preset():
+    cfg = preset("tiny", {"dit": {"num_layers": 2}})
+    assert cfg.dit.num_layers == 2 and cfg.dit.attention_head_dim == preset("tiny").dit.attention_head_dim
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+
+
+def test_stage_errors_name_the_stage_and_key():
+    with pytest.raises(ValueError, match=r"stage 'sft': unknown key\(s\) \['stepz'\]"):
+        StageConfig.from_dict("sft", {"stepz": 3})
+    with pytest.raises(ValueError, match="objective must be 'flow' or 'vae'"):
+        StageConfig.from_dict("sft", {"objective": "gan"})
+    with pytest.raises(ValueError, match="precision must be"):
+        StageConfig.from_dict("sft", {"precision": "fp8"})
