@@ -2,22 +2,27 @@
 
 from __future__ import annotations
 
-import mlflow
-from mlflow.data.meta_dataset import MetaDataset
-from mlflow.data.http_dataset_source import HTTPDatasetSource
+import json
 
-from deepgen.curation.curate import CurationParams, curate_shapes_world
+import mlflow
+from mlflow.data.http_dataset_source import HTTPDatasetSource
+from mlflow.data.meta_dataset import MetaDataset
+
+from deepgen import storage as store
+from deepgen.curation.curate import CurationParams
+from deepgen.curation.curate import curate as run_curation
 
 
 def curate(curation: dict, storage: dict) -> dict:
-    params = dict(curation)
-    source = params.pop("source", "shapes_world")
-    if source != "shapes_world":
-        raise ValueError(f"parameters curation.source: unknown source {source!r}")
-    record = curate_shapes_world(CurationParams(**params), storage["shards"])
+    params = CurationParams.from_dict(dict(curation))
+    record = run_curation(params, storage["shards"])
     if mlflow.active_run():
-        dataset = MetaDataset(HTTPDatasetSource(record["manifest_uri"]), name=f"shapes_world",
-                              digest=record["data_version"])
+        source = params.source if isinstance(params.source, str) else params.source.get("type", "shapes_world")
+        dataset = MetaDataset(HTTPDatasetSource(record["manifest_uri"]), name=source, digest=record["data_version"])
         mlflow.log_input(dataset, context="training")
         mlflow.set_tag("data_version", record["data_version"])
+        counts = json.loads(store.read_bytes(record["manifest_uri"]))["counts"]
+        mlflow.log_metrics({f"curation/{k}": float(counts[k]) for k in
+                            ("records", "kept", "quarantined", "rejected", "duplicates", "near_duplicates",
+                             "contaminated", "contract")})
     return record

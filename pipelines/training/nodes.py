@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from deepgen.data.shards import read_samples
 from deepgen.eval.shapes import select
+from deepgen.model.config import preset
 from deepgen.train.config import StageConfig
 from deepgen.train.launch import run_stage
 from pipelines.hooks import tracking
@@ -15,7 +16,9 @@ def train_stage(name: str, curation: dict, stage: dict, model: dict, storage: di
     if parent:
         init = {"checkpoint": parent["checkpoint_uri"]}
     else:
-        init = {"preset": model["preset"], "overrides": model.get("overrides") or {}, "seed": model.get("seed", 0)}
+        init = {"preset": model["preset"], "overrides": model.get("overrides") or {}, "seed": model.get("seed", 0),
+                # the resolved config names the run too: a changed preset default must not reuse old weights
+                "resolved": preset(model["preset"], model.get("overrides")).to_dict()}
     previews = select(list(read_samples(curation["heldout_urls"])), 1)[: evaluation.get("preview_count", 8)]
     record = run_stage(config, init, curation["train_urls"], curation["data_version"], storage["runs"], tracking(),
                        previews if config.objective == "flow" else None, ray.get("address"))

@@ -76,7 +76,8 @@ def exists(uri: str) -> bool:
 
 def read_bytes(uri: str) -> bytes:
     if not is_s3(uri):
-        return Path(uri).read_bytes()
+        with open(uri, "rb") as handle:
+            return handle.read()
     bucket, key = _bucket_key(uri)
     return s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
 
@@ -124,11 +125,12 @@ class FileStat:
     tag: str  # changes when the content may have: local mtime_ns, S3 ETag
 
 
-def stat_files(prefix: str) -> Iterator[FileStat]:
+def stat_files(prefix: str, *, sizes: bool = True) -> Iterator[FileStat]:
     """Every file under a folder / S3 prefix in one global order (by relative path, code point order, which is S3's
     UTF-8 byte order), streamed: memory holds one directory's entries at a time, never the whole listing.
 
-    A prefix that names a single file yields just that file (rel is its name).
+    A prefix that names a single file yields just that file (rel is its name). `sizes=False` skips the per-file stat
+    of a local listing (size -1, tag ""), for callers that only need the names.
     """
     if not is_s3(prefix):
         root = Path(prefix)
@@ -137,7 +139,7 @@ def stat_files(prefix: str) -> Iterator[FileStat]:
             yield FileStat(str(root), root.name, st.st_size, str(st.st_mtime_ns))
             return
         if root.is_dir():
-            yield from _walk_sorted(root, "")
+            yield from _walk_sorted(root, "", sizes)
         return
     bucket, key = _bucket_key(prefix)
     client = s3_client()
@@ -157,7 +159,7 @@ def stat_files(prefix: str) -> Iterator[FileStat]:
                            str(item.get("ETag", "")).strip('"'))
 
 
-def _walk_sorted(folder: Path, rel: str) -> Iterator[FileStat]:
+def _walk_sorted(folder: Path, rel: str, sizes: bool = True) -> Iterator[FileStat]:
     # sort a directory's entries as their full paths sort: a sub-folder "b" as "b/", so "b.jpg" < "b/..." < "b0.jpg"
     entries = []
     with os.scandir(folder) as it:
@@ -166,12 +168,15 @@ def _walk_sorted(folder: Path, rel: str) -> Iterator[FileStat]:
                 entries.append((entry.name + "/", entry, True))
             elif entry.is_file(follow_symlinks=False):
                 entries.append((entry.name, entry, False))
-    for name, entry, is_dir in sorted(entries, key=lambda e: e[0]):
+    entries.sort(key=lambda e: e[0])
+    for name, entry, is_dir in entries:
         if is_dir:
-            yield from _walk_sorted(Path(entry.path), rel + name)
-        else:
+            yield from _walk_sorted(Path(entry.path), rel + name, sizes)
+        elif sizes:
             st = entry.stat(follow_symlinks=False)
             yield FileStat(entry.path, rel + name, st.st_size, str(st.st_mtime_ns))
+        else:
+            yield FileStat(entry.path, rel + name, -1, "")
 
 
 def list_files(prefix: str) -> Iterator[str]:

@@ -10,6 +10,7 @@ from pathlib import Path
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
+_INVALID_KEY_CHARS = re.compile(r"[^\w\-./ ]")  # what MLflow accepts in param names
 _SECRET = re.compile(r"(secret|password|token|credential|access_key|api_key)", re.IGNORECASE)
 
 
@@ -40,7 +41,7 @@ def flat_params(prefix: str, data, out: dict[str, str] | None = None) -> dict[st
                 continue
             flat_params(f"{prefix}.{key}" if prefix else str(key), value, out)
     else:
-        out[prefix] = str(data)[:500]
+        out[_INVALID_KEY_CHARS.sub("_", prefix)] = str(data)[:500]  # e.g. keep."*" -> keep._
     return out
 
 

@@ -50,3 +50,27 @@ def test_version_is_content_hash_and_reproducible_elsewhere(small_shards, tmp_pa
     assert elsewhere["data_version"] == record["data_version"]
     changed = curate_shapes_world(CurationParams(**{**params.__dict__, "seed": params.seed + 1}), str(tmp_path))
     assert changed["data_version"] != record["data_version"]
+
+
+def test_tar_bytes_are_webdatasets_own_and_read_back(tmp_path):
+    import io
+
+    import webdataset as wds
+
+    from deepgen.data.shards import tar_bytes
+
+    records = [{"__key__": "a-1", "png": png_bytes(world.render_word("cat")), "txt": b"the word", "json": b"{}"},
+               {"__key__": "b" * 120, "txt": "a long key", "json": b'{"kind": "prompt"}'},
+               {"__key__": "e", "png": png_bytes(world.render_word("dog")), "src.png": png_bytes(world.render_word("a")),
+                "src1.png": png_bytes(world.render_word("b")), "txt": b"edit", "json": b'{"kind": "edit"}'}]
+    reference = io.BytesIO()
+    writer = wds.TarWriter(reference, mtime=0, format="USTAR_FORMAT")
+    writer.write(records[0])
+    writer.close()
+    assert tar_bytes(records[:1]) == reference.getvalue()  # byte for byte, without tarfile's per-member cost
+    (tmp_path / "s.tar").write_bytes(tar_bytes(records))
+    got = list(read_samples([str(tmp_path / "s.tar")]))
+    assert [s["key"] for s in got] == ["a-1", "b" * 120, "e"]
+    assert got[1]["image"] is None and got[1]["source_images"] == [] and got[1]["kind"] == "prompt"
+    assert len(got[2]["source_images"]) == 2 and got[2]["source_image"] is got[2]["source_images"][0]
+    assert list(read_samples([])) == []

@@ -17,6 +17,7 @@ SMALL = {
     "curation.num_samples": 360, "curation.shard_max_count": 100,
     "vae.steps": 12, "vae.checkpoint_every": 6, "alignment.steps": 12, "alignment.checkpoint_every": 6,
     "sft.steps": 6, "sft.checkpoint_every": 6, "evaluation.per_category": 2, "evaluation.steps": 2,
+    "evaluation.per_category_overrides.single_object": 4,
     "evaluation.preview_count": 2,
 }
 

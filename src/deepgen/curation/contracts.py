@@ -56,7 +56,8 @@ def sample_expectations(image_size: int | None, kinds: list[str], categories: li
         expectations.append(E.ExpectColumnValuesToNotBeNull(column="category"))
     if images:
         if multiple:
-            expectations += [E.ExpectColumnValuesToBeInSet(column=c, value_set=[0]) for c in ("width_mod", "height_mod")]
+            expectations += [E.ExpectColumnValuesToBeInSet(column=c, value_set=[0])
+                             for c in ("width_mod", "height_mod")]
             expectations.append(E.ExpectColumnValuesToBeBetween(column="size_ratio", min_value=0.999,
                                                                  max_value=max_size_ratio or 2.0))
         elif image_size:
@@ -96,6 +97,8 @@ class Contract:
         import great_expectations as gx
         from great_expectations.data_context.types.base import ProgressBarsConfig
 
+        for noisy in ("great_expectations.data_context.types.base", "great_expectations.datasource.fluent.config"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)  # one INFO line per context otherwise
         Contract._count += 1
         name = f"{name}_{Contract._count}"
         self.name = name

@@ -7,15 +7,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import posixpath
 from dataclasses import dataclass, field
 
 from PIL import Image
 
 from deepgen import storage
 from deepgen.curation import filters
-from deepgen.curation.sources.base import CAPTION_KEYS, FileRef, JsonField, RawRecord, public_settings, safe_key, \
-    unsafe_path
+from deepgen.curation.sources.base import CAPTION_KEYS, FileRef, JsonField, RawRecord, public_settings, safe_key
 
 
 @dataclass
@@ -41,7 +39,7 @@ class Result:
 
     @property
     def nbytes(self) -> int:
-        return sum(len(v) for v in (self.members or {}).values())
+        return sum(len(v) for k, v in (self.members or {}).items() if k != "__key__")
 
 
 def _read(ref) -> tuple[bytes | None, str | None]:
@@ -73,7 +71,7 @@ def _caption(record: RawRecord) -> tuple[object, str | None]:
 
 
 def _apply_sidecar(record: RawRecord) -> str | None:
-    """Merge a JSON sidecar into the record: caption (when none yet), references, metadata."""
+    """Merge a JSON sidecar into the record: its caption (when there is none yet) and its other fields as metadata."""
     data, problem = _read(record.sidecar)
     if problem:
         return "sidecar_unreadable"
@@ -85,46 +83,48 @@ def _apply_sidecar(record: RawRecord) -> str | None:
         return "sidecar_not_an_object"
     if record.caption is None:
         record.caption = next((obj[k] for k in CAPTION_KEYS if isinstance(obj.get(k), str)), None)
-    refs = obj.get("source_images") or obj.get("input_image") or []
-    refs = [refs] if isinstance(refs, str) else refs
-    if refs and not record.sources:
-        if not isinstance(refs, list) or any(not isinstance(r, str) or unsafe_path(r) for r in refs):
-            return "unsafe_path"
-        folder = record.sidecar.uri.rsplit("/", 1)[0] if storage.is_s3(record.sidecar.uri) else \
-            posixpath.dirname(record.sidecar.uri)
-        record.sources = tuple(FileRef(storage.join(folder, r)) for r in refs)
-        record.meta["kind"] = "edit"
     skip = set(CAPTION_KEYS) | {"source_images", "input_image", "kind", "key"}
     record.meta.update(public_settings({k: v for k, v in obj.items() if k not in skip}))
     return None
 
 
+_PASSTHROUGH_INFO = {"dpi", "gamma", "srgb", "aspect", "chromaticity"}  # PNG chunks that may stay as they are
+
+
 def _image(data, settings: dict, prefix: str, out: Result | None):
-    """(RGB image, reasons, fixes) for one image given as bytes, PIL image or FileRef."""
+    """(RGB image, reasons, fixes, original PNG bytes when they can go into the shard unchanged) for one image given
+    as bytes, PIL image or FileRef. An 8-bit RGB PNG that needed no fix and carries no metadata (text, EXIF, ICC) is
+    stored as it came: its pixels are the ones checked, and re-encoding would only cost time."""
     info: dict = {}
+    raw = None
     if isinstance(data, FileRef):
         data, problem = _read(data)
         if problem:
-            return None, [f"{prefix}image_{problem}"], []
+            return None, [f"{prefix}image_{problem}"], [], None
     if data is None:
-        return None, [f"{prefix}image_missing"], []
+        return None, [f"{prefix}image_missing"], [], None
     if isinstance(data, Image.Image):
         image = data
         info = {"mode": image.mode, "width": image.width, "height": image.height}
     else:
-        image, reason, info = filters.open_image(bytes(data), settings["filters"])
+        raw = bytes(data)
+        image, reason, info = filters.open_image(raw, settings["filters"])
         if reason:
-            return None, [prefix + reason], []
+            return None, [prefix + reason], [], None
     if out is not None:
         out.orig_width, out.orig_height, out.orig_mode = info.get("width"), info.get("height"), info.get("mode")
     reason = filters.check_geometry(image.width, image.height, settings["filters"])
     if reason:
-        return None, [prefix + reason], []
+        return None, [prefix + reason], [], None
+    metadata = set(image.info) if raw is not None else set()
     image, fixes, reason = filters.to_rgb(image, settings["filters"], info)
     if reason:
-        return None, [prefix + reason], []
+        return None, [prefix + reason], [], None
     image, more = filters.apply_resize(image, settings["resize"])
-    return image, [], [prefix + f for f in fixes + more]
+    fixes += more
+    keep = raw if raw is not None and info.get("format") == "PNG" and not fixes and metadata <= _PASSTHROUGH_INFO \
+        else None
+    return image, [], [prefix + f for f in fixes], keep
 
 
 def _png(image: Image.Image, level: int) -> bytes:
@@ -143,7 +143,7 @@ def process(record: RawRecord, settings: dict) -> Result:
     if record.sidecar is not None:
         reason = _apply_sidecar(record)
         meta = dict(record.meta)
-        out.kind = str(meta.get("kind", out.kind))
+        out.kind, out.category = str(meta.get("kind", out.kind)), str(meta.get("category", out.category))
         if reason:
             out.reasons.append(reason)
             return out
@@ -158,17 +158,19 @@ def process(record: RawRecord, settings: dict) -> Result:
         text, reasons, fixes = filters.clean_caption(text, {**settings["filters"], **settings["caption"]})
         out.caption, out.reasons, out.fixes = text, reasons, fixes
 
-    images = []
+    images, originals = [], []
     if out.kind != "prompt":
-        target, reasons, fixes = _image(record.image, settings, "", out)
+        target, reasons, fixes, original = _image(record.image, settings, "", out)
         out.reasons += reasons
         out.fixes += fixes
         images.append(target)
-        for i, src in enumerate(record.sources):
-            image, reasons, fixes = _image(src, settings, "source_", None)
+        originals.append(original)
+        for src in record.sources:
+            image, reasons, fixes, original = _image(src, settings, "source_", None)
             out.reasons += [r for r in reasons if r not in out.reasons]
             out.fixes += [f for f in fixes if f not in out.fixes]
             images.append(image)
+            originals.append(original)
     if out.reasons:
         return out
 
@@ -185,9 +187,10 @@ def process(record: RawRecord, settings: dict) -> Result:
     if images:
         out.width, out.height = images[0].size
         level = settings["png_compress_level"]
-        members["png"] = _png(images[0], level)
-        for i, image in enumerate(images[1:]):
-            members["src.png" if i == 0 else f"src{i}.png"] = _png(image, level)
+        encoded = [orig if orig is not None else _png(image, level) for image, orig in zip(images, originals)]
+        members["png"] = encoded[0]
+        for i, data in enumerate(encoded[1:]):
+            members["src.png" if i == 0 else f"src{i}.png"] = data
         if settings["dedup"]["near"]:
             out.phash = filters.phash(images[0])
             out.aux_phash = filters.phash(images[1]) if len(images) > 1 else None

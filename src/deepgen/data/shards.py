@@ -1,31 +1,22 @@
 """webdataset shards: deterministic writing (same samples -> same bytes -> same hashes) and streaming reads.
 
 A shard member set per sample: `png` (target image), `txt` (caption or edit instruction), `json` (kind, category,
-spec, scene key, ...), and for edits `src.png` (the reference image). Tars get a fixed mtime so their bytes, and so
-the data version, do not depend on when or where curation ran. Each shard is written whole (atomically) once full:
-memory stays bounded by the shard size.
+spec, scene key, ...), and for edits `src.png` (the reference image; `src1.png`, `src2.png`, ... for further ones).
+Prompt-only sets (RL prompts) have `txt` and `json` alone. Tars get a fixed mtime so their bytes, and so
+the data version, do not depend on when or where curation ran. Each shard is built in memory and written whole
+(atomically) once full: memory stays bounded by the shard size.
 """
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
 
 import webdataset as wds
 from PIL import Image
 
 from deepgen import storage
-
-
-@dataclass(frozen=True)
-class ShardInfo:
-    name: str
-    sha256: str
-    count: int
-    bytes: int
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -48,43 +39,50 @@ def encode_sample(sample: dict) -> dict:
     return record
 
 
-class ShardSink:
-    """Collects encoded samples into shards of at most `max_count` samples / about `max_bytes` bytes."""
-
-    def __init__(self, out_uri: str, prefix: str, max_count: int = 1000, max_bytes: int = 64 << 20):
-        self.out_uri, self.prefix = out_uri, prefix
-        self.max_count, self.max_bytes = max_count, max_bytes
-        self.shards: list[ShardInfo] = []
-        self._buffer: io.BytesIO | None = None
-        self._writer: wds.TarWriter | None = None
-        self._count = 0
-
-    def add(self, record: dict) -> None:
-        if self._writer is None:
-            self._buffer = io.BytesIO()
-            self._writer = wds.TarWriter(self._buffer, mtime=0.0)
-        self._writer.write(record)
-        self._count += 1
-        if self._count >= self.max_count or self._buffer.tell() >= self.max_bytes:
-            self.flush()
-
-    def flush(self) -> None:
-        if self._writer is None:
-            return
-        self._writer.close()
-        data = self._buffer.getvalue()
-        name = f"{self.prefix}-{len(self.shards):06d}.tar"
-        storage.write_bytes(storage.join(self.out_uri, name), data)
-        self.shards.append(ShardInfo(name, hashlib.sha256(data).hexdigest(), self._count, len(data)))
-        self._writer, self._buffer, self._count = None, None, 0
-
-    def close(self) -> list[ShardInfo]:
-        self.flush()
-        return self.shards
+_BLOCK, _RECORD = 512, 10240
 
 
-def shard_infos(items: Iterable[ShardInfo]) -> list[dict]:
-    return [asdict(s) for s in items]
+def _ustar_header(name: bytes, size: int) -> bytes:
+    """A POSIX ustar header as webdataset's TarWriter would write it (mode 0444, owner bigdata, mtime 0), built
+    directly: tarfile's own path adds a pax header per member for a float mtime and costs ~0.1 ms per member."""
+    h = bytearray(_BLOCK)
+    h[0 : len(name)] = name
+    h[100:108] = b"0000444\0"
+    h[108:116] = h[116:124] = b"0000000\0"
+    h[124:136] = b"%011o\0" % size
+    h[136:148] = b"00000000000\0"
+    h[148:156] = b" " * 8
+    h[156:157] = b"0"
+    h[257:265] = b"ustar\x0000"
+    h[265:272] = h[297:304] = b"bigdata"
+    h[148:156] = b"%06o\0 " % sum(h)
+    return bytes(h)
+
+
+def tar_bytes(records: Iterable[dict]) -> bytes:
+    """One shard's bytes from encoded records (members as bytes, `__key__` as str): byte for byte what
+    `webdataset.TarWriter(format="USTAR_FORMAT", mtime=0)` writes (members sorted by extension), faster; equal records,
+    equal bytes. Names longer than 100 bytes get a pax header."""
+    import tarfile
+
+    out = io.BytesIO()
+    for record in records:
+        key = record["__key__"]
+        for ext in sorted(k for k in record if not k.startswith("_")):
+            data = record[ext]
+            data = data.encode("utf-8") if isinstance(data, str) else bytes(data)
+            name = f"{key}.{ext}".encode("utf-8")
+            if len(name) <= 100:
+                out.write(_ustar_header(name, len(data)))
+            else:  # a long name needs a pax header
+                info = tarfile.TarInfo(name.decode("utf-8"))
+                info.size, info.mode, info.uname, info.gname = len(data), 0o444, "bigdata", "bigdata"
+                out.write(info.tobuf(format=tarfile.PAX_FORMAT))
+            out.write(data)
+            out.write(b"\0" * (-len(data) % _BLOCK))
+    out.write(b"\0" * (2 * _BLOCK))
+    out.write(b"\0" * (-out.tell() % _RECORD))
+    return out.getvalue()
 
 
 def _s3_stream(url: str, mode: str = "rb", bufsize: int = 8192):
@@ -96,16 +94,25 @@ wds.gopen_schemes["s3"] = _s3_stream  # stream s3:// shards through boto3 (s3fs 
 
 def read_samples(urls: list[str]) -> Iterator[dict]:
     """Every sample of the given shards in order, decoded: image/source_image as PIL RGB, caption str, meta dict."""
+    if not urls:
+        return
     dataset = wds.WebDataset(urls, shardshuffle=False, empty_check=False).decode("pil")
     for raw in dataset:
         yield decoded(raw)
 
 
 def decoded(raw: dict) -> dict:
+    """A webdataset sample (decoded with "pil") as the dict training and evaluation use: the json's fields plus key,
+    caption, image (None for prompt-only sets), source_image (the first reference or None) and source_images (all)."""
     sample = dict(raw["json"])
     sample["key"] = raw["__key__"]
     sample["caption"] = raw["txt"]
-    sample["image"] = raw["png"].convert("RGB")
-    src = raw.get("src.png")
-    sample["source_image"] = src.convert("RGB") if src is not None else None
+    sample["image"] = raw["png"].convert("RGB") if raw.get("png") is not None else None
+    refs = [raw["src.png"]] if raw.get("src.png") is not None else []
+    i = 1
+    while raw.get(f"src{i}.png") is not None:
+        refs.append(raw[f"src{i}.png"])
+        i += 1
+    sample["source_images"] = [r.convert("RGB") for r in refs]
+    sample["source_image"] = sample["source_images"][0] if refs else None
     return sample

@@ -57,7 +57,10 @@ def build_vlm(cfg: VLMConfig, tokenizer, hf_config: Qwen2_5_VLConfig | None = No
         return load_pretrained(Qwen2_5_VLModel, cfg.pretrained, "vlm")
     ids = {tok: tokenizer.convert_tokens_to_ids(tok) for tok in
            ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|endoftext|>", "<|im_end|>")}
-    return Qwen2_5_VLModel(qwen_config(cfg, max(len(tokenizer), cfg.vocab_size), ids))
+    vlm = Qwen2_5_VLModel(qwen_config(cfg, max(len(tokenizer), cfg.vocab_size), ids))
+    if cfg.embedding_init_std:
+        nn.init.normal_(vlm.get_input_embeddings().weight, std=cfg.embedding_init_std)
+    return vlm
 
 
 def vit_resize(image: Image.Image, unit: int) -> Image.Image:

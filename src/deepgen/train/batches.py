@@ -6,6 +6,7 @@ and a resumed run simply draws fresh samples (step-based training; no epoch book
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 
 import torch
@@ -15,9 +16,18 @@ from deepgen.data.shards import decoded
 from deepgen.model.deepgen import pil_to_tensor
 
 
-def sample_stream(urls: list[str], seed: int, shuffle_buffer: int = 512) -> Iterator[dict]:
+def sample_stream(urls: list[str], seed: int, shuffle_buffer: int = 512,
+                  keep: dict[str, float] | None = None) -> Iterator[dict]:
+    """`keep` maps a category or kind (or "*" for the rest) to the probability that its samples are used (default 1):
+    a stage's data mixture without re-curating (the paper mixes differently per stage too)."""
     if not urls:
         raise ValueError("no training shards given")
+    rng = random.Random(seed)
+
+    def kept(sample: dict) -> bool:
+        p = keep.get(sample.get("category"), keep.get(sample.get("kind"), keep.get("*", 1.0)))
+        return p >= 1.0 or rng.random() < p
+
     dataset = (
         wds.WebDataset(urls, resampled=True, seed=seed, shardshuffle=False, empty_check=False,
                        nodesplitter=None, workersplitter=None)
@@ -25,7 +35,7 @@ def sample_stream(urls: list[str], seed: int, shuffle_buffer: int = 512) -> Iter
         .decode("pil")
         .map(decoded)
     )
-    return iter(dataset)
+    return iter(dataset.select(kept) if keep else dataset)
 
 
 def batches(stream: Iterator[dict], batch_size: int) -> Iterator[dict]:

@@ -46,6 +46,7 @@ class StageConfig:
     batch_size: int = 16  # per worker
     optim: OptimConfig = field(default_factory=OptimConfig)
     scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    keep: dict[str, float] | None = None  # category/kind -> probability its samples are used (stage data mix)
     foreground_weight: float = 0.0  # objective "vae": extra loss weight on non-background pixels (sparse scenes)
     crop: int = 0  # objective "vae": train on random crops of this size (fully convolutional; 32 px costs 1/4)
     precision: str = "fp32"  # "bf16": autocast on GPUs (the full preset); fp32 on CPU

@@ -107,8 +107,8 @@ def train_loop(config: dict) -> None:
         mlflow_log.log_params(tracking, {f"{stage.name}.trainable.{k}": str(v) for k, v in counts.items()})
     ddp = ray.train.torch.prepare_model(Objective(model, stage.objective, stage.crop, stage.foreground_weight),
                                         parallel_strategy_kwargs={"find_unused_parameters": True})
-    stream = batches(sample_stream(config["train_urls"], seed=stage.seed * 1000 + rank + 7919 * start),
-                     stage.batch_size)
+    stream = batches(sample_stream(config["train_urls"], seed=stage.seed * 1000 + rank + 7919 * start,
+                                   keep=stage.keep), stage.batch_size)
     window, tic = [], time.time()
     bar = tqdm(range(start, stage.steps), desc=stage.name, disable=rank != 0, mininterval=15, initial=start,
                total=stage.steps)

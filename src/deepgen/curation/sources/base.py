@@ -48,8 +48,7 @@ class RawRecord:
     origin: str = ""  # where it came from, for reports (never part of the shards or the data version)
     error: str | None = None  # a reason found while reading the source: the record is quarantined with it
     heldout: bool | None = None  # the source's own split (ShapesWorld: by scene); None: by content hash
-    sidecar: FileRef | None = None  # a JSON object read by the worker: caption if none yet, metadata, and
-    #                                 `source_images` / `input_image` (paths relative to the sidecar) for edits
+    sidecar: FileRef | None = None  # a JSON object read by the worker: the caption if none yet, and metadata
 
 
 class Source(Protocol):
@@ -76,11 +75,13 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 
 def safe_key(key: str) -> str:
     """A key that is safe as a webdataset key and a file name: [A-Za-z0-9_-] only (no dots: webdataset splits keys at
-    the first dot; no slashes: nothing may land outside the shard). Keys that needed changing get a hash suffix so two
-    different keys never collide."""
+    the first dot; no slashes: nothing may land outside the shard). Folder separators become `__` ("a/b" -> "a__b");
+    a key that needed any other change gets a hash of the original as suffix, so two keys never collide."""
+    if "__" not in key:
+        joined = key.replace("/", "__")
+        if joined and not _UNSAFE.search(joined) and len(joined) <= 200 and not key.startswith("/"):
+            return joined
     cleaned = _UNSAFE.sub("_", key)[:160]
-    if cleaned == key and cleaned:
-        return key
     return f"{cleaned}-{hashlib.sha256(key.encode('utf-8', 'surrogatepass')).hexdigest()[:10]}"
 
 

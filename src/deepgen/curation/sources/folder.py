@@ -1,8 +1,7 @@
 """A folder (or S3 prefix) of images with sidecar captions, grouped by key the webdataset way (the file name up to its
 first dot): `a/b.jpg` + `a/b.txt` (the caption) and/or `a/b.json` (an object with a caption / prompt / instruction /
 text field; its other fields are kept as metadata). An edit triplet is `a/b.png` (the target) with `a/b.src.png`
-(or `a/b.src0.png`, `a/b.src1.jpg`, ... for several references) and the instruction in `a/b.txt`; a sidecar's
-`source_images` list (paths relative to it) works too, for references kept outside the listed folder.
+(or `a/b.src0.png`, `a/b.src1.jpg`, ... for several references) and the instruction in `a/b.txt`.
 
 The listing is streamed in path order; all names sharing the prefix `key.` are adjacent in that order, so only a
 handful of keys are ever pending and memory does not grow with the folder.
@@ -10,7 +9,6 @@ handful of keys are ever pending and memory does not grow with the folder.
 
 from __future__ import annotations
 
-import posixpath
 import re
 from collections.abc import Iterator
 
@@ -42,14 +40,16 @@ class FolderSource:
 
     def _groups(self) -> Iterator[tuple[str, dict[str, storage.FileStat]]]:
         pending: dict[str, dict[str, storage.FileStat]] = {}
-        for st in storage.stat_files(self.uri):
-            for key in [k for k in pending if not st.rel.startswith(k + ".")]:
-                yield key, pending.pop(key)
-            folder, name = posixpath.split(st.rel)
+        for st in storage.stat_files(self.uri, sizes=False):
+            rel = st.rel
+            if pending:
+                for key in [k for k in pending if not rel.startswith(k + ".")]:
+                    yield key, pending.pop(key)
+            folder, _, name = rel.rpartition("/")
             if name.startswith(".") or "." not in name:
                 continue  # hidden files (temporaries) and extension-less files are not part of a sample
             stem, ext = name.split(".", 1)
-            pending.setdefault(posixpath.join(folder, stem), {})[ext.lower()] = st
+            pending.setdefault(f"{folder}/{stem}" if folder else stem, {})[ext.lower()] = st
         yield from pending.items()
 
     def records(self, start: int = 0) -> Iterator[RawRecord]:
