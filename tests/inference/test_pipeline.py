@@ -3,6 +3,7 @@ champion of an MLflow registry."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -11,7 +12,11 @@ from deepgen.inference import DeepGenPipeline
 
 
 def same(a, b) -> bool:
-    return len(a) == len(b) and all(x.size == y.size and x.tobytes() == y.tobytes() for x, y in zip(a, b))
+    """Equal up to two 8-bit levels: batch size changes which CPU GEMM kernel runs, and its last-bit differences
+    occasionally round a pixel the other way; another seed changes the image by far more."""
+    return len(a) == len(b) and all(
+        x.size == y.size and np.abs(np.asarray(x, dtype=np.int16) - np.asarray(y, dtype=np.int16)).max() <= 2
+        for x, y in zip(a, b))
 
 
 @pytest.fixture(scope="module")

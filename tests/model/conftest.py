@@ -10,6 +10,12 @@ torch.set_num_threads(1)
 torch.set_flush_denormal(True)
 
 
+def _max_level_diff(x, y) -> int:
+    import numpy as np
+
+    return int(np.abs(np.asarray(x, dtype=np.int16) - np.asarray(y, dtype=np.int16)).max())
+
+
 def perturbed(model, scale: float = 0.05, seed: int = 1):
     """The SCB's output projections start at zero (the DiT would ignore the prompt); give them weights."""
     gen = torch.Generator().manual_seed(seed)
@@ -63,6 +69,8 @@ def s3_server():
 @pytest.fixture(scope="session")
 def same_images():
     def check(a, b) -> bool:
-        return len(a) == len(b) and all(x.size == y.size and x.tobytes() == y.tobytes() for x, y in zip(a, b))
+        """Equal up to one or two 8-bit levels: a reloaded model's tensors can take other CPU kernel paths, whose
+        last-bit differences occasionally round a pixel the other way (a different image differs by far more)."""
+        return len(a) == len(b) and all(x.size == y.size and _max_level_diff(x, y) <= 2 for x, y in zip(a, b))
 
     return check

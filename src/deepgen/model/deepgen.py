@@ -138,8 +138,9 @@ class DeepGen(nn.Module):
     def generate(self, prompts: list[str], refs: Refs = None, steps: int | None = None,
                  guidance: float | None = None, seed: int = 0, negative_prompt: str | None = None,
                  size: tuple[int, int] | None = None, progress=None) -> list[Image.Image]:
-        """Euler sampling with CFG; sample i uses noise from seed + i, so a prompt's image does not depend on its
-        batch (up to rounding: a batch-mate's left padding adds context tokens the DiT attends to, as in the release).
+        """Euler sampling with CFG; sample i uses noise from seed + i, and prompts run in groups of equal token
+        length with the conditional and unconditional passes apart, so no padding ever reaches the DiT (its joint
+        attention has no mask): a prompt's image does not depend on its batch.
 
         `refs[i]` are sample i's reference images (empty: text-to-image). `size` is (height, width); by default an
         edit with one reference keeps its aspect ratio, everything else is `image_size` square. The negative prompt
@@ -156,7 +157,8 @@ class DeepGen(nn.Module):
         negatives = [negative_prompt if negative_prompt is not None else
                      (flow.edit_negative_prompt if r else "") for r in refs]
         out: list[Image.Image | None] = [None] * len(prompts)
-        layouts = [(sizes[i], tuple((img.height, img.width) for img in r)) for i, r in enumerate(refs)]
+        lengths = [self.encoder.tokenize([p], [r])[0].shape[1] for p, r in zip(prompts, refs)]
+        layouts = [(sizes[i], tuple((img.height, img.width) for img in r), lengths[i]) for i, r in enumerate(refs)]
         for idx, _ in _groups(layouts):
             images = self._sample([prompts[i] for i in idx], [refs[i] for i in idx], [negatives[i] for i in idx],
                                   sizes[idx[0]], [seed + i for i in idx], steps, guidance, progress)
@@ -171,19 +173,20 @@ class DeepGen(nn.Module):
         if height % multiple or width % multiple:
             raise ValueError(f"output size {width}x{height}: sides must be multiples of {multiple}")
         edit = any(refs)
-        context, pooled = self.condition(list(prompts) + list(negatives), (refs + refs) if edit else None)
+        context, pooled = self.condition(list(prompts), refs if edit else None)
+        neg_context, neg_pooled = self.condition(list(negatives), refs if edit else None)
         ref_latents = None
         if edit:
             ref_latents = [self.encode_images(torch.stack([pil_to_tensor(r[j]) for r in refs]).to(self.device))
-                           .repeat(2, 1, 1, 1) for j in range(len(refs[0]))]
+                           for j in range(len(refs[0]))]
         factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         shape = (self.vae.config.latent_channels, height // factor, width // factor)
         noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s))
                              for s in seeds]).to(self.device)
 
         def velocity(x, sigma):
-            v = self.velocity(torch.cat([x, x]), torch.cat([sigma, sigma]), context, pooled, ref_latents)
-            cond, uncond = v.chunk(2)
+            cond = self.velocity(x, sigma, context, pooled, ref_latents)
+            uncond = self.velocity(x, sigma, neg_context, neg_pooled, ref_latents)
             return guided(cond, uncond, guidance)
 
         latents = euler_sample(velocity, noise, steps, self.cfg.flow.shift, progress)
