@@ -129,3 +129,28 @@ def test_full_preset_uses_the_papers_editing_negative_prompt():
     assert cfg.flow.edit_negative_prompt.startswith("blurry, low quality, low resolution, distorted")
     assert cfg.flow.edit_negative_prompt.endswith("incomplete editing, unfinished, unedited areas.")
     assert (cfg.size_multiple, cfg.image_size, cfg.flow.guidance_scale, cfg.flow.sample_steps) == (32, 512, 4.0, 50)
+
+
+def test_training_context_has_no_padding(tiny_model):
+    """Left-padded prompts: a sample's own tokens (the last `length`) match the prompt encoded alone, so the DiT
+    groups in flow_loss see exactly what generation (grouped by prompt length) sees."""
+    captions = ["a red circle", "a small blue square in the top left corner of the picture"]
+    with torch.no_grad():
+        context, pooled, lengths = tiny_model.condition_with_lengths(captions)
+        alone, alone_pooled = tiny_model.condition(captions[:1])
+    assert lengths[0] < lengths[1] == context.shape[1] and alone.shape[1] == lengths[0]
+    torch.testing.assert_close(context[0, -lengths[0]:], alone[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(pooled[0], alone_pooled[0], atol=1e-5, rtol=1e-4)
+
+
+def test_latent_cache_is_exact_and_encodes_each_image_once(tiny_model):
+    from deepgen.model.vae import LatentCache, encode
+
+    images = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    cache = LatentCache()
+    with torch.no_grad():
+        first = cache.encode(tiny_model.vae, images[:2])
+        again = cache.encode(tiny_model.vae, images)
+        direct = encode(tiny_model.vae, images)
+    torch.testing.assert_close(again, direct, atol=1e-5, rtol=1e-4)
+    assert torch.equal(first, again[:2]) and (cache.hits, cache.misses) == (2, 3) and len(cache.store) == 3

@@ -53,6 +53,7 @@ class DeepGen(nn.Module):
             self.dit.config.joint_attention_dim, self.dit.config.pooled_projection_dim,
         )
         self.vae = build_vae(cfg.vae)
+        self.latent_cache: vae_ops.LatentCache | None = None
         if cfg.vlm.pretrained or cfg.dit.pretrained or cfg.vae.pretrained:
             self._check_pretrained()
 
@@ -91,11 +92,22 @@ class DeepGen(nn.Module):
 
     def condition(self, captions: list[str], refs: Refs = None):
         """(context_BLD, pooled_BP) for the DiT from the prompts and reference images."""
+        context, pooled, _ = self.condition_with_lengths(captions, refs)
+        return context, pooled
+
+    def condition_with_lengths(self, captions: list[str], refs: Refs = None):
+        """(context_BLD, pooled_BP, lengths_B): prompts are left-padded, so sample i's own tokens are
+        context[i, -lengths[i]:]; with a padding mask in the bridge they do not depend on the padding."""
         hidden_states, mask = self.encoder(captions, self.scb.think_tokens, refs)
-        return self.scb(hidden_states, mask)
+        context, pooled = self.scb(hidden_states, mask)
+        return context, pooled, mask.sum(1).tolist()
 
     def encode_images(self, images_B3HW: torch.Tensor) -> torch.Tensor:
+        """Normalised latents; through `latent_cache` when a training stage set one (it does so only when the
+        VAE is frozen)."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.vae.training):
+            if self.latent_cache is not None:
+                return self.latent_cache.encode(self.vae, images_B3HW)
             return vae_ops.encode(self.vae, images_B3HW)
 
     def velocity(self, x_BCHW, sigma_B, context_BLD, pooled_BP, ref_latents=None):
@@ -115,21 +127,25 @@ class DeepGen(nn.Module):
         batch = len(captions)
         drop = torch.rand(batch, generator=generator) < flow.caption_dropout if self.training else torch.zeros(batch)
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
-        context, pooled = self.condition(captions, refs)
+        context, pooled, lengths = self.condition_with_lengths(captions, refs)
+        if not self.cfg.scb.mask_padding:  # the release's bridge mixes padding in: keep the padded sequence
+            lengths = [context.shape[1]] * batch
         x0 = self.encode_images(images_B3HW)
         noise = torch.randn(x0.shape, generator=generator).to(x0)
         sigma = training_sigmas(batch, flow.num_train_timesteps, flow.shift, generator).to(x0)
         x_t = noisy_latents(x0, noise, sigma)
         references = reference_tensors(refs, ref_images_B3HW, batch)
         loss = x0.new_zeros(())
-        layouts = [tuple(tuple(t.shape) for t in r) for r in references]
-        for idx_list, layout in _groups(layouts):
+        # One DiT group per (reference layout, prompt length): the DiT's joint attention has no mask, so training
+        # must not show it padding that generation (which groups prompts by length) never shows it.
+        layouts = [(tuple(tuple(t.shape) for t in r), n) for r, n in zip(references, lengths)]
+        for idx_list, (layout, length) in _groups(layouts):
             idx = torch.tensor(idx_list, device=x0.device)
             ref_latents = None
             if layout:
                 ref_latents = [self.encode_images(torch.stack([references[i][j] for i in idx_list]).to(x0))
                                for j in range(len(layout))]
-            v = self.velocity(x_t[idx], sigma[idx], context[idx], pooled[idx], ref_latents)
+            v = self.velocity(x_t[idx], sigma[idx], context[idx, -length:], pooled[idx], ref_latents)
             target = (noise - x0)[idx]
             loss = loss + ((v.float() - target.float()) ** 2).mean() * len(idx) / batch
         return loss
@@ -220,11 +236,11 @@ def reference_tensors(refs: Refs, ref_images, batch: int) -> list[list[torch.Ten
 
 
 def _groups(keys: list) -> list[tuple[list[int], tuple]]:
-    """Sample indices grouped by key; groups with an empty key (text-to-image) first, then by first appearance."""
+    """Sample indices grouped by key, in order of first appearance."""
     groups: dict = {}
     for i, key in enumerate(keys):
         groups.setdefault(key, []).append(i)
-    return [(idx, key) for key, idx in sorted(groups.items(), key=lambda kv: (bool(kv[0]), kv[1][0]))]
+    return [(idx, key) for key, idx in groups.items()]
 
 
 def pil_to_tensor(image: Image.Image) -> torch.Tensor:

@@ -91,6 +91,8 @@ def train_loop(config: dict) -> None:
     else:
         model = init_model(config["init"])
     counts = apply_schedule(model, stage)
+    if stage.objective == "flow" and not any(p.requires_grad for p in model.vae.parameters()):
+        model.latent_cache = vae_ops.LatentCache()  # frozen VAE: encode each distinct image once
     if stage.steps == 0:  # e.g. the full preset's VAE stage: package the pretrained initial weights as a checkpoint
         _report(model, None, None, stage, 0, rank, config, {"step": 0})
         return
