@@ -36,7 +36,7 @@ def official_llm2dit(state: dict, x: torch.Tensor, heads: int, eps: float = 1e-6
 def release_like():
     """Tiny widths with the release's connector semantics (eps 1e-6, no padding mask), random non-zero weights."""
     torch.manual_seed(0)
-    model = DeepGen(preset("tiny", {"scb": {"layer_norm_eps": 1e-6, "mask_padding": False}})).eval()
+    model = DeepGen(preset("tiny", {"scb": {"layer_norm_eps": 1e-6, "mask_padding": False, "depth": 2}})).eval()
     with torch.no_grad():
         for p in model.scb.parameters():
             p.add_(torch.randn_like(p) * 0.05)
@@ -63,7 +63,7 @@ def test_official_connector_equals_ours_after_conversion(release_like):
 def test_conversion_round_trip_gives_the_same_model(release_like):
     state = deepgen_to_official(release_like)
     torch.manual_seed(5)
-    fresh = DeepGen(preset("tiny", {"scb": {"layer_norm_eps": 1e-6, "mask_padding": False}}),
+    fresh = DeepGen(preset("tiny", {"scb": {"layer_norm_eps": 1e-6, "mask_padding": False, "depth": 2}}),
                     release_like.tokenizer).eval()
     fresh.encoder.load_state_dict(release_like.encoder.state_dict())
     fresh.vae.load_state_dict(release_like.vae.state_dict())

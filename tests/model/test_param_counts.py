@@ -53,14 +53,17 @@ def test_full_preset_structure():
     assert model.vae.config.latent_channels == 16
 
 
-def test_output_projections_start_at_zero():
+def test_output_projections_start_at_zero_as_in_the_paper():
     torch.manual_seed(0)
     from deepgen.model.scb import StackedChannelBridge
 
-    scb = StackedChannelBridge(preset("tiny").scb, 64, 12, 128, 128)
+    paper = preset("tiny", {"scb": {"output_init_std": 0.0, "depth": 2}}).scb
+    scb = StackedChannelBridge(paper, 64, 12, 128, 128)
     for proj in (scb.context_proj, scb.pooled_proj):
         assert proj.weight.abs().sum() == 0 and proj.bias.abs().sum() == 0
-    assert scb.in_proj.weight.abs().sum() > 0
+    assert scb.in_proj.weight.abs().sum() > 0 and len(scb.encoder.layers) == 2
+    tiny = StackedChannelBridge(preset("tiny").scb, 64, 12, 128, 128)  # from-scratch DiT: small init, no encoder
+    assert tiny.encoder is None and 0.03 < tiny.context_proj.weight.std() < 0.07
 
 
 def test_stage_counts_follow_the_freeze_schedule(full_report):

@@ -55,6 +55,9 @@ class SCBConfig:
     # sets the release's values so converted official weights reproduce its outputs.
     layer_norm_eps: float = 1e-5
     mask_padding: bool = True
+    # 0 = the paper's zero-initialised output projections (a pretrained DiT starts unconditioned, undisturbed).
+    # The tiny DiT is trained from scratch, so nothing is disturbed: a small init lets it see prompts at once.
+    output_init_std: float = 0.0
 
 
 @dataclass
@@ -143,7 +146,12 @@ TINY: dict[str, Any] = {
         "vision_fullatt_block_indexes": (1,), "vision_window_size": 112, "max_prompt_tokens": 48,
         "embedding_init_std": 1.0,
     },
-    "scb": {"num_think_tokens": 8, "width": 128, "depth": 2, "num_heads": 4, "mlp_size": 256},
+    # depth 0: no fusion encoder in the tiny bridge (taps -> Linear -> output projections). Measured on the tiny run
+    # (single-object prompts, 500 steps at batch 16): a 2-layer encoder over the random VLM's states left position
+    # at chance (0.14 held-out after 1,000 steps); without it, position 0.97 and colour 0.98 after 500 steps. The
+    # full preset keeps the release's 6-layer encoder, which fuses a pretrained VLM's features.
+    "scb": {"num_think_tokens": 8, "width": 128, "depth": 0, "num_heads": 4, "mlp_size": 256,
+            "output_init_std": 0.05},
     "dit": {
         "sample_size": 16, "patch_size": 2, "in_channels": 4, "out_channels": 4, "num_layers": 4,
         "attention_head_dim": 32, "num_attention_heads": 4, "joint_attention_dim": 128,

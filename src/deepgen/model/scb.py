@@ -4,7 +4,8 @@ Hidden states of `num_taps` evenly spaced VLM layers (pre-final-norm; for 36 lay
 are concatenated deep->shallow on channels (6 x 2048 = 12288), projected to the connector width, fused by a
 bidirectional pre-LN encoder, and read out by zero-initialised projections: the DiT text sequence and, mean-pooled,
 its pooled vector. Zero init means an untrained bridge conditions the DiT on nothing: training starts from the
-unconditional model instead of from noise. The learnable think tokens live here because they are trained with it.
+unconditional model instead of from noise. The tiny preset (random VLM, DiT from scratch) drops the encoder and
+starts the projections small instead (see its config for the measurement). The learnable think tokens live here because they are trained with it.
 """
 
 from __future__ import annotations
@@ -43,11 +44,12 @@ class StackedChannelBridge(nn.Module):
             activation=functools.partial(F.gelu, approximate="tanh"), batch_first=True, norm_first=True,
             layer_norm_eps=cfg.layer_norm_eps,
         )
-        self.encoder = nn.TransformerEncoder(layer, cfg.depth, enable_nested_tensor=False)
+        # depth 0 (the tiny preset): no fusion encoder; nn.TransformerEncoder cannot hold zero layers
+        self.encoder = nn.TransformerEncoder(layer, cfg.depth, enable_nested_tensor=False) if cfg.depth else None
         self.context_proj = nn.Linear(cfg.width, context_dim)
         self.pooled_proj = nn.Linear(cfg.width, pooled_dim)
         for proj in (self.context_proj, self.pooled_proj):
-            nn.init.zeros_(proj.weight)
+            nn.init.normal_(proj.weight, std=cfg.output_init_std) if cfg.output_init_std else nn.init.zeros_(proj.weight)
             nn.init.zeros_(proj.bias)
 
     def forward(self, hidden_states: tuple[torch.Tensor, ...], mask_BS: torch.Tensor):
@@ -56,7 +58,8 @@ class StackedChannelBridge(nn.Module):
         x_BSW = self.in_proj(stacked_BSK.to(self.in_proj.weight.dtype))
         if not self.mask_padding:  # the release: padding tokens take part in attention and in the mean
             mask_BS = torch.ones_like(mask_BS)
-        x_BSW = self.encoder(x_BSW, src_key_padding_mask=~mask_BS.bool() if self.mask_padding else None)
+        if self.encoder is not None:
+            x_BSW = self.encoder(x_BSW, src_key_padding_mask=~mask_BS.bool() if self.mask_padding else None)
         context_BSC = self.context_proj(x_BSW)
         weights_BS1 = mask_BS.unsqueeze(-1).to(x_BSW.dtype)
         mean_BW = (x_BSW * weights_BS1).sum(1) / weights_BS1.sum(1).clamp(min=1)

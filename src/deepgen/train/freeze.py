@@ -40,3 +40,14 @@ def apply_schedule(model: DeepGen, stage: StageConfig) -> dict[str, int]:
     if getattr(model, "lora", None) is not None and "vlm" in stage.trainable and counts.get("vlm", 0) == 0:
         raise ValueError(f"stage {stage.name!r}: LoRA matched no VLM module ({model.lora.target_modules})")
     return counts
+
+
+def param_groups(model: DeepGen, stage: StageConfig) -> list[dict]:
+    """The trainable parameters as optimizer groups, one per component, lr scaled by `stage.optim.lr_scale`."""
+    groups = []
+    for component in stage.trainable:
+        params = [p for p in getattr(model, COMPONENT_MODULES[component]).parameters() if p.requires_grad]
+        if params:
+            groups.append({"params": params, "lr": stage.optim.lr * stage.optim.lr_scale.get(component, 1.0),
+                           "name": component})
+    return groups

@@ -26,7 +26,7 @@ from deepgen.model.config import preset
 from deepgen.model.deepgen import DeepGen
 from deepgen.train.batches import batches, sample_stream
 from deepgen.train.config import StageConfig
-from deepgen.train.freeze import apply_schedule
+from deepgen.train.freeze import apply_schedule, param_groups
 from deepgen.train.preview import preview_grid
 
 
@@ -97,10 +97,11 @@ def train_loop(config: dict) -> None:
         _report(model, None, None, stage, 0, rank, config, {"step": 0})
         return
     model.train()
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=stage.optim.lr, betas=stage.optim.betas,
-                            weight_decay=stage.optim.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(stage))
+    groups = param_groups(model, stage)
+    params = [p for group in groups for p in group["params"]]
+    opt = torch.optim.AdamW(groups, lr=stage.optim.lr, betas=stage.optim.betas, weight_decay=stage.optim.weight_decay)
+    schedule = lr_lambda(stage)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, schedule)
     if resumed:
         opt.load_state_dict(trainer_state["optimizer"])
         sched.load_state_dict(trainer_state["scheduler"])
@@ -128,7 +129,7 @@ def train_loop(config: dict) -> None:
         done = step + 1
         if done % stage.log_every == 0 or done == stage.steps:
             metrics = {f"{stage.name}/loss": sum(window) / len(window), f"{stage.name}/grad_norm": float(grad_norm),
-                       f"{stage.name}/lr": sched.get_last_lr()[0],
+                       f"{stage.name}/lr": stage.optim.lr * schedule(done),  # before lr_scale
                        f"{stage.name}/samples_per_s": len(window) * stage.batch_size * stage.scaling.num_workers
                        / (time.time() - tic)}
             mlflow_log.log_metrics(tracking, metrics, done)
