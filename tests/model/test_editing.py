@@ -154,3 +154,8 @@ def test_latent_cache_is_exact_and_encodes_each_image_once(tiny_model):
         direct = encode(tiny_model.vae, images)
     torch.testing.assert_close(again, direct, atol=1e-5, rtol=1e-4)
     assert torch.equal(first, again[:2]) and (cache.hits, cache.misses) == (2, 3) and len(cache.store) == 3
+    one = LatentCache(max_bytes=direct[0].numel() * direct[0].element_size())  # room for one latent
+    with torch.no_grad():
+        bounded = one.encode(tiny_model.vae, images)
+    torch.testing.assert_close(bounded, direct, atol=1e-5, rtol=1e-4)
+    assert len(one.store) == 1

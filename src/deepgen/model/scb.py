@@ -5,7 +5,8 @@ are concatenated deep->shallow on channels (6 x 2048 = 12288), projected to the 
 bidirectional pre-LN encoder, and read out by zero-initialised projections: the DiT text sequence and, mean-pooled,
 its pooled vector. Zero init means an untrained bridge conditions the DiT on nothing: training starts from the
 unconditional model instead of from noise. The tiny preset (random VLM, DiT from scratch) drops the encoder and
-starts the projections small instead (see its config for the measurement). The learnable think tokens live here because they are trained with it.
+starts the projections small instead (its config holds the measurement). The learnable think tokens live here
+because they are trained with it.
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class StackedChannelBridge(nn.Module):
         self.context_proj = nn.Linear(cfg.width, context_dim)
         self.pooled_proj = nn.Linear(cfg.width, pooled_dim)
         for proj in (self.context_proj, self.pooled_proj):
-            nn.init.normal_(proj.weight, std=cfg.output_init_std) if cfg.output_init_std else nn.init.zeros_(proj.weight)
+            nn.init.normal_(proj.weight, std=cfg.output_init_std)  # std 0 (the paper) is exactly zero
             nn.init.zeros_(proj.bias)
 
     def forward(self, hidden_states: tuple[torch.Tensor, ...], mask_BS: torch.Tensor):

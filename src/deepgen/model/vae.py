@@ -40,12 +40,12 @@ class LatentCache:
     """Latents of a frozen VAE keyed by the image's exact pixels: a training stage that does not train the VAE
     encodes each distinct image once (the mode of the posterior is deterministic, so this is exact).
 
-    The tiny run draws each of its few thousand images many times; the VAE encoder was ~20% of a flow step there.
-    Bounded: when full, new images are encoded but not stored. ~4 KB per tiny latent, 100k entries ~ 400 MB.
+    The tiny run draws each of its few thousand images many times (~4 KB per latent). Bounded by bytes, not items:
+    a full-preset 512 px latent is 256 KB on the accelerator, so past `max_bytes` new images are encoded, not stored.
     """
 
-    def __init__(self, max_items: int = 100_000):
-        self.max_items = max_items
+    def __init__(self, max_bytes: int = 512 * 2**20):
+        self.max_bytes, self.bytes = max_bytes, 0
         self.store: dict[bytes, torch.Tensor] = {}
         self.hits = self.misses = 0
 
@@ -56,8 +56,9 @@ class LatentCache:
         self.hits, self.misses = self.hits + len(keys) - len(missing), self.misses + len(missing)
         fresh = dict(zip(missing, encode(vae, images_B3HW[missing]))) if missing else {}
         for i, latent in fresh.items():
-            if len(self.store) < self.max_items:
-                self.store[keys[i]] = latent
+            size = latent.numel() * latent.element_size()
+            if self.bytes + size <= self.max_bytes:
+                self.store[keys[i]], self.bytes = latent, self.bytes + size
         return torch.stack([fresh[i] if i in fresh else self.store[key] for i, key in enumerate(keys)])
 
 
