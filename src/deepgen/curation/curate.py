@@ -205,6 +205,36 @@ class _Interrupted(RuntimeError):
     pass
 
 
+@dataclass
+class Tally:
+    """What every chunk counts and the run sums over chunks (a resumed run re-sums the finished chunks' records)."""
+
+    counts: Counter = field(default_factory=Counter)
+    reasons: Counter = field(default_factory=Counter)
+    fixes: Counter = field(default_factory=Counter)
+    bench: dict[str, Counter] = field(default_factory=dict)  # benchmark -> {"exact": n, "near": n}
+    examples: dict[str, dict[str, list]] = field(default_factory=dict)  # benchmark -> kind -> matched examples
+    contract_failures: list[dict] = field(default_factory=list)
+
+    def record(self) -> dict:
+        """The keys a chunk's progress record carries."""
+        return {"counts": dict(self.counts), "reasons": dict(self.reasons), "fixes": dict(self.fixes),
+                "contamination": {k: dict(v) for k, v in self.bench.items()}, "examples": self.examples,
+                "contract_failures": self.contract_failures}
+
+    def absorb(self, record: dict, example_limit: int) -> None:
+        self.counts.update(record["counts"])
+        self.reasons.update(record["reasons"])
+        self.fixes.update(record["fixes"])
+        for name, c in record["contamination"].items():
+            self.bench.setdefault(name, Counter()).update(c)
+        for name, kinds in record["examples"].items():
+            for kind, items in kinds.items():
+                have = self.examples.setdefault(name, {}).setdefault(kind, [])
+                have.extend(items[: max(0, example_limit - len(have))])
+        self.contract_failures.extend(record["contract_failures"])
+
+
 class _Run:
     def __init__(self, params: CurationParams, source: Source, out: str, fail_after_shards: int | None):
         self.params, self.source, self.out = params, source, out
@@ -222,12 +252,7 @@ class _Run:
         self._lock = threading.RLock()
         # accumulated over chunks (restored from progress records on resume)
         self.chunks: list[dict] = []
-        self.counts: Counter = Counter()
-        self.reasons: Counter = Counter()
-        self.fixes: Counter = Counter()
-        self.bench_counts: dict[str, Counter] = {}
-        self.examples: dict[str, dict[str, list]] = {}
-        self.contract_failures: list[dict] = []
+        self.tally = Tally()
 
     # -- lazily built helpers ----------------------------------------------------------------------------------------
 
@@ -299,17 +324,7 @@ class _Run:
 
     def _absorb(self, chunk: dict) -> None:
         self.chunks.append(chunk)
-        self.counts.update(chunk["counts"])
-        self.reasons.update(chunk["reasons"])
-        self.fixes.update(chunk["fixes"])
-        for name, c in chunk["contamination"].items():
-            self.bench_counts.setdefault(name, Counter()).update(c)
-        limit = self.settings["contamination"]["examples"]
-        for name, kinds in chunk["examples"].items():
-            for kind, items in kinds.items():
-                have = self.examples.setdefault(name, {}).setdefault(kind, [])
-                have.extend(items[: max(0, limit - len(have))])
-        self.contract_failures.extend(chunk["contract_failures"])
+        self.tally.absorb(chunk, self.settings["contamination"]["examples"])
 
     # -- main loop ---------------------------------------------------------------------------------------------------
 
@@ -357,7 +372,7 @@ class _Run:
         return self.finish()
 
     def finish(self) -> dict:
-        c, p = self.counts, self.params
+        c, p = self.tally.counts, self.params
         checked = c["contract_checked"]
         failed = c["contract"] + c["contract_shard"]
         reports = self._write_reports()
@@ -385,8 +400,8 @@ class _Run:
                   "rejected": c["rejected"], "duplicates": c["duplicate"], "near_duplicates": c["near_duplicate"],
                   "contaminated": c["contaminated"], "contamination_flagged": c["contamination_flagged"],
                   "contract": c["contract"], "contract_shard": c["contract_shard"],
-                  "by_reason": dict(sorted(self.reasons.items())), "fixes": dict(sorted(self.fixes.items())),
-                  "contamination": {k: dict(sorted(v.items())) for k, v in sorted(self.bench_counts.items())}}
+                  "by_reason": dict(sorted(self.tally.reasons.items())), "fixes": dict(sorted(self.tally.fixes.items())),
+                  "contamination": {k: dict(sorted(v.items())) for k, v in sorted(self.tally.bench.items())}}
         settings = json.loads(json.dumps(self.settings, default=str))
         params = {k: v for k, v in asdict(p).items() if k not in RUNTIME_ONLY and k != "source"}
         manifest = {"format": FORMAT_VERSION, "source": self.source.settings(), "params": params,
@@ -405,21 +420,21 @@ class _Run:
         cfg = self.settings["contamination"]
         contamination = {"enabled": cfg["enabled"], "excluded": cfg["exclude"], "threshold": cfg["threshold"],
                          "benchmarks": cfg["benchmarks"] or "packaged",
-                         "flagged": self.counts["contamination_flagged"],
-                         "per_benchmark": {name: {"exact": self.bench_counts.get(name, Counter())["exact"],
-                                                  "near": self.bench_counts.get(name, Counter())["near"],
-                                                  "examples": self.examples.get(name, {})}
-                                           for name in sorted(set(self.bench_counts) | set(self.examples))}}
+                         "flagged": self.tally.counts["contamination_flagged"],
+                         "per_benchmark": {name: {"exact": self.tally.bench.get(name, Counter())["exact"],
+                                                  "near": self.tally.bench.get(name, Counter())["near"],
+                                                  "examples": self.tally.examples.get(name, {})}
+                                           for name in sorted(set(self.tally.bench) | set(self.tally.examples))}}
         storage.write_bytes(storage.join(self.out, CONTAMINATION),
                             json.dumps(contamination, indent=2, sort_keys=True, ensure_ascii=False).encode())
-        quarantine = {"counts": {"quarantined": self.counts["records"] - self.counts["kept"],
-                                 "rejected": self.counts["rejected"], "duplicates": self.counts["duplicate"],
-                                 "near_duplicates": self.counts["near_duplicate"],
-                                 "contaminated": self.counts["contaminated"], "contract": self.counts["contract"],
-                                 "contract_shard": self.counts["contract_shard"]},
-                      "by_reason": dict(sorted(self.reasons.items())),
+        quarantine = {"counts": {"quarantined": self.tally.counts["records"] - self.tally.counts["kept"],
+                                 "rejected": self.tally.counts["rejected"], "duplicates": self.tally.counts["duplicate"],
+                                 "near_duplicates": self.tally.counts["near_duplicate"],
+                                 "contaminated": self.tally.counts["contaminated"], "contract": self.tally.counts["contract"],
+                                 "contract_shard": self.tally.counts["contract_shard"]},
+                      "by_reason": dict(sorted(self.tally.reasons.items())),
                       "examples": [e for ch in self.chunks for e in ch["quarantine_examples"]][:50],
-                      "contract_failures": self.contract_failures,
+                      "contract_failures": self.tally.contract_failures,
                       "samples_manifest": [ch["samples"] for ch in self.chunks]}
         storage.write_bytes(storage.join(self.out, QUARANTINE),
                             json.dumps(quarantine, indent=2, sort_keys=True, ensure_ascii=False).encode())
@@ -482,15 +497,10 @@ class _Chunk:
         self.run, self.number, self.start, self.end = run, number, start, start
         self.params, self.settings = run.params, run.settings
         self.rows: list[dict] = []
-        self.counts: Counter = Counter()
-        self.reasons: Counter = Counter()
-        self.fixes: Counter = Counter()
-        self.bench: dict[str, Counter] = {}
-        self.examples: dict[str, dict[str, list]] = {}
+        self.tally = Tally()
         self.q_examples: list[dict] = []
         self.q_seen: Counter = Counter()
         self.rejected_texts: list[tuple[Result, dict]] = []  # rejected records with a caption, until the next batch
-        self.contract_failures: list[dict] = []
         self.buffers: dict[str, list[tuple[Result, dict]]] = {s: [] for s in SPLITS}
         self.buffer_bytes = {s: 0 for s in SPLITS}
         self.shards: dict[str, list[dict]] = {s: [] for s in SPLITS}
@@ -503,18 +513,18 @@ class _Chunk:
         batch: list[tuple[Result, dict]] = []
         batch_bytes = 0
         for result in results:
-            self.counts["records"] += 1
+            self.tally.counts["records"] += 1
             bar.update(1)
             row = self._row(result)
             self.rows.append(row)
             if result.reasons:
                 self._quarantine(row, "rejected", result.reasons)
-                self.counts["rejected"] += 1
+                self.tally.counts["rejected"] += 1
                 if result.caption:  # still checked against the benchmarks, so the report misses no copied prompt
                     self.rejected_texts.append((result, row))
                 continue
             for fix in result.fixes:
-                self.fixes[fix] += 1
+                self.tally.fixes[fix] += 1
             batch.append((result, row))
             batch_bytes += result.nbytes
             if len(batch) >= self.params.contract_batch_rows or batch_bytes >= self.params.contract_batch_bytes:
@@ -536,7 +546,7 @@ class _Chunk:
     def _quarantine(self, row: dict, status: str, reasons: list[str]) -> None:
         row["status"], row["reasons"] = status, ";".join(reasons)
         for reason in reasons:
-            self.reasons[reason] += 1
+            self.tally.reasons[reason] += 1
         self.q_seen[status] += 1
         if self.q_seen[status] <= 5:  # a few examples of every kind of quarantine
             self.q_examples.append({"key": row["key"], "origin": row["origin"], "status": status,
@@ -560,7 +570,7 @@ class _Chunk:
             for i in np.nonzero(dup)[0]:
                 alive[i] = False
                 self._quarantine(rowof[i], "duplicate", ["exact_duplicate"])
-                self.counts["duplicate"] += 1
+                self.tally.counts["duplicate"] += 1
             self.dedup_kept["exact"].extend(hashes[alive].tolist())
         if self.run.near is not None:
             has = np.array([r.phash is not None for r in batch], bool)
@@ -571,7 +581,7 @@ class _Chunk:
             for i in np.nonzero(dup)[0]:
                 alive[i] = False
                 self._quarantine(rowof[i], "near_duplicate", ["near_duplicate"])
-                self.counts["near_duplicate"] += 1
+                self.tally.counts["near_duplicate"] += 1
             kept = alive & has
             self.dedup_kept["near"].extend(hashes[kept].tolist())
             self.dedup_kept["near_aux"].extend(aux[kept].tolist())
@@ -585,9 +595,9 @@ class _Chunk:
         frame = _contract_frame([rowof[i] for i in live], self.settings["resize"]["image_size"],
                                 self.settings["resize"]["multiple"])
         result = self.run.contracts()["samples"].run(frame)
-        self.counts["contract_checked"] += len(live)
+        self.tally.counts["contract_checked"] += len(live)
         if not result.success:
-            self.contract_failures.append({"chunk": self.number, "kind": "samples", "rows": len(live),
+            self.tally.contract_failures.append({"chunk": self.number, "kind": "samples", "rows": len(live),
                                            "quarantined": len(result.failed_rows), "whole_batch": result.whole_batch,
                                            "expectations": result.failures()})
         for pos, i in enumerate(live):
@@ -595,7 +605,7 @@ class _Chunk:
             if broken:
                 rowof[i]["split"] = None
                 self._quarantine(rowof[i], "contract", [f"contract:{b}" for b in broken])
-                self.counts["contract"] += 1
+                self.tally.counts["contract"] += 1
                 continue
             self._add(batch[i], rowof[i])
         self._write_pending()
@@ -611,8 +621,8 @@ class _Chunk:
             for kind, matches in (("exact", found.exact), ("near", found.near)):
                 if not matches:
                     continue
-                self.bench.setdefault(name, Counter())[kind] += len(matches)
-                have = self.examples.setdefault(name, {}).setdefault(kind, [])
+                self.tally.bench.setdefault(name, Counter())[kind] += len(matches)
+                have = self.tally.examples.setdefault(name, {}).setdefault(kind, [])
                 for m in matches:
                     label = f"{name}:{kind}"
                     row = rows[m.index]
@@ -620,17 +630,17 @@ class _Chunk:
                     if len(have) < cfg["examples"]:
                         have.append({"key": results[m.index].key, "text": m.text,
                                      "benchmark_prompt": m.benchmark_prompt, "similarity": m.similarity})
-        self.counts["contamination_flagged"] += len(report.flagged)
+        self.tally.counts["contamination_flagged"] += len(report.flagged)
         for i in sorted(report.flagged):
             labels = [f"contaminated:{lbl}" for lbl in rows[i]["contamination"].split(";")]
             if i >= len(batch):  # already quarantined by a filter: the match is added to its reasons
                 rows[i]["reasons"] = ";".join([rows[i]["reasons"], *labels])
                 for label in labels:
-                    self.reasons[label] += 1
+                    self.tally.reasons[label] += 1
             elif cfg["exclude"]:
                 alive[i] = False
                 self._quarantine(rows[i], "contaminated", labels)
-                self.counts["contaminated"] += 1
+                self.tally.counts["contaminated"] += 1
 
     def _add(self, result: Result, row: dict) -> None:
         split = row["split"]
@@ -663,7 +673,7 @@ class _Chunk:
         frame = pd.DataFrame([{k: v for k, v in info.items() if k != "kinds"} for *_, info in built])
         check = self.run.contracts()["shards"].run(frame)
         if not check.success:
-            self.contract_failures.append({"chunk": self.number, "kind": "shards", "rows": len(built),
+            self.tally.contract_failures.append({"chunk": self.number, "kind": "shards", "rows": len(built),
                                            "quarantined": len(check.failed_rows), "whole_batch": check.whole_batch,
                                            "expectations": check.failures(), "shards": list(frame.name)})
         for pos, (split, items, data, info) in enumerate(built):
@@ -672,7 +682,7 @@ class _Chunk:
                 for result, row in items:
                     row["split"] = None
                     self._quarantine(row, "contract_shard", [f"contract_shard:{b}" for b in broken])
-                    self.counts["contract_shard"] += 1
+                    self.tally.counts["contract_shard"] += 1
                 continue
             storage.write_bytes(storage.join(self.run.out, split, info["name"]), data)
             self.run.shards_written += 1
@@ -681,7 +691,7 @@ class _Chunk:
                 row["shard"] = info["name"]
                 self.keys[split].append(result.key)
                 self.categories[split][result.category] += 1
-                self.counts["kept"] += 1
+                self.tally.counts["kept"] += 1
             if self.run.fail_after_shards is not None and self.run.shards_written >= self.run.fail_after_shards:
                 raise _Interrupted(f"curation interrupted after {self.run.shards_written} shard(s) (test hook)")
 
@@ -709,9 +719,7 @@ class _Chunk:
         chunk = {"chunk": n, "start": self.start, "end": self.end, "shards": self.shards,
                  "keys_sha256": {s: hashlib.sha256("\n".join(self.keys[s]).encode()).hexdigest() for s in SPLITS},
                  "categories": {s: dict(self.categories[s]) for s in SPLITS},
-                 "counts": dict(self.counts), "reasons": dict(self.reasons), "fixes": dict(self.fixes),
-                 "contamination": {k: dict(v) for k, v in self.bench.items()}, "examples": self.examples,
-                 "quarantine_examples": self.q_examples, "contract_failures": self.contract_failures,
+                 **self.tally.record(), "quarantine_examples": self.q_examples,
                  "samples": samples_name, "dedup": dedup_name}
         # the progress record goes last: once it exists, everything above is complete
         storage.write_bytes(storage.join(out, PROGRESS, f"chunk-{n:05d}.json"),
