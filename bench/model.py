@@ -4,7 +4,10 @@
    schedule: SCB + DiT trainable) with SCB (6 stacked VLM layers) against last-layer conditioning (`scb.num_taps=1`:
    the last pre-norm hidden state, same connector). Runs alternate so machine load hits both alike; the median of
    the rounds is compared. The paper's claim to check: SCB costs at most 15% more.
-2. Memory table, full preset, per training stage, from the real modules on the meta device (no memory, no weights):
+2. DiT time for a batch of prompts of mixed lengths, tiny preset, same process: one call with the padding masked
+   out of the joint attention against one call per prompt length (what is needed without a mask, since padding the
+   DiT attends to changes the result), forward + backward, batch 8 of ShapesWorld-like captions.
+3. Memory table, full preset, per training stage, from the real modules on the meta device (no memory, no weights):
    weights, gradients and optimizer state from the parameter counts of the stage's freeze schedule, activations
    measured by running the real forward pass on meta tensors at micro-batch 4 in bf16 and summing the tensors
    autograd saves for backward, with and without activation checkpointing.
@@ -65,7 +68,38 @@ def time_conditioning(rounds: int, batch: int, steps_per_round: int = 3) -> dict
     return {name: statistics.median(values) for name, values in samples.items()}
 
 
-# ------------------------------------------------------------------------ 2. memory per stage, full preset (meta)
+# ------------------------------------------------------- 2. mixed prompt lengths: one masked call or one per length
+
+def time_padding_mask(rounds: int, batch: int) -> dict[str, float]:
+    torch.manual_seed(0)
+    model = DeepGen(preset("tiny")).train()
+    words = ["a red circle", "two blue squares on the left", "a green triangle at the bottom right",
+             "a purple square to the left of a yellow circle", "three orange circles"]
+    captions = [words[i % len(words)] for i in range(batch)]
+    with torch.no_grad():
+        context, pooled, mask = model.condition(captions)
+    x, sigma = torch.randn(batch, 4, 16, 16), torch.rand(batch)
+    lengths = mask.sum(1).tolist()
+
+    def masked() -> None:
+        model.velocity(x, sigma, context, pooled, context_mask_BL=mask).square().mean().backward()
+
+    def per_length() -> None:
+        for n in sorted(set(lengths)):
+            idx = torch.tensor([i for i, m in enumerate(lengths) if m == n])
+            model.velocity(x[idx], sigma[idx], context[idx, -n:], pooled[idx]).square().mean().backward()
+
+    timers = {"masked": masked, "per_length": per_length}
+    samples: dict[str, list[float]] = {name: [] for name in timers}
+    for _ in range(rounds + 1):  # the first round warms up
+        for name, fn in timers.items():
+            tic = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - tic)
+    return {name: statistics.median(values[1:]) for name, values in samples.items()} | {"groups": len(set(lengths))}
+
+
+# ------------------------------------------------------------------------ 3. memory per stage, full preset (meta)
 
 class _FlashLikeAttention(torch.autograd.Function):
     """Stands in for scaled_dot_product_attention on meta tensors and saves what a flash-attention kernel saves
@@ -242,6 +276,12 @@ def main() -> None:
         print(f"  last-layer conditioning {times['last_layer'] * 1000:8.1f} ms/step")
         print(f"  SCB (6 stacked layers)  {times['scb'] * 1000:8.1f} ms/step")
         print(f"  ratio SCB / last-layer  {ratio:8.3f}  ({verdict} the 15% overhead target)")
+        print()
+        times = time_padding_mask(args.rounds, args.batch)
+        print(f"tiny DiT forward + backward, {args.batch} prompts of {times['groups']} token lengths:")
+        print(f"  one call per length     {times['per_length'] * 1000:8.1f} ms")
+        print(f"  one masked call         {times['masked'] * 1000:8.1f} ms")
+        print(f"  speed-up                {times['per_length'] / times['masked']:8.2f}x")
         print()
     if not args.skip_memory:
         rows = memory_table()

@@ -44,14 +44,11 @@ def test_s3_checkpoint_generates_the_same_images(tiny_checkpoint, s3_server, ref
 
 
 def test_same_seed_same_image_and_batch_independent(tiny_model, reference_images, same_images):
-    import numpy as np
 
     assert same_images(tiny_model.generate(PROMPTS, steps=2, seed=7), reference_images)
     assert not same_images(tiny_model.generate(PROMPTS, steps=2, seed=9), reference_images)
-    # prompt i uses seed + i: alone it gets the same image, up to rounding (its batch-mate's left padding adds
-    # context tokens the DiT attends to, as in the release)
-    alone = np.asarray(tiny_model.generate(PROMPTS[1:], steps=2, seed=8)[0], dtype=int)
-    assert np.abs(alone - np.asarray(reference_images[1], dtype=int)).max() <= 2
+    # prompt i uses seed + i: alone it gets the same image (padding is masked out), up to float rounding
+    assert same_images(tiny_model.generate(PROMPTS[1:], steps=2, seed=8), reference_images[1:])
 
 
 def conditioning(model):

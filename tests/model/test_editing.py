@@ -37,6 +37,30 @@ def test_without_references_it_is_the_diffusers_forward(tiny_model, dit_inputs):
     torch.testing.assert_close(ours, theirs)
 
 
+def test_masked_joint_attention_without_a_mask_is_diffusers_processor():
+    """Our processor replaces diffusers' in every DiT we build; on an SD3.5-style block set (dual attention,
+    qk-norm, a context-pre-only last block) it must compute what JointAttnProcessor2_0 computes."""
+    from diffusers import SD3Transformer2DModel
+    from diffusers.models.attention_processor import JointAttnProcessor2_0
+
+    from deepgen.model.dit import MaskedJointAttention
+
+    torch.manual_seed(0)
+    dit = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=4, out_channels=4, num_layers=2,
+                                attention_head_dim=8, num_attention_heads=2, joint_attention_dim=16,
+                                caption_projection_dim=16, pooled_projection_dim=16, pos_embed_max_size=8,
+                                dual_attention_layers=(0,), qk_norm="rms_norm").eval()
+    inputs = (torch.randn(2, 4, 8, 8), torch.randn(2, 3, 16), torch.randn(2, 16), torch.tensor([100.0, 900.0]))
+    with torch.no_grad():
+        dit.set_attn_processor(JointAttnProcessor2_0())
+        theirs = dit(*inputs).sample
+        dit.set_attn_processor(MaskedJointAttention())
+        ours = dit(*inputs).sample
+        all_real = dit_forward(dit, *inputs[:3], inputs[3], context_mask_BL=torch.ones(2, 3, dtype=torch.bool))
+    torch.testing.assert_close(ours, theirs)
+    torch.testing.assert_close(all_real, theirs)
+
+
 def test_references_share_the_position_embedding_and_only_the_target_is_output(tiny_model, dit_inputs):
     latents, context, pooled, t = dit_inputs
     seen = {}
@@ -131,16 +155,25 @@ def test_full_preset_uses_the_papers_editing_negative_prompt():
     assert (cfg.size_multiple, cfg.image_size, cfg.flow.guidance_scale, cfg.flow.sample_steps) == (32, 512, 4.0, 50)
 
 
-def test_training_context_has_no_padding(tiny_model):
-    """Left-padded prompts: a sample's own tokens (the last `length`) match the prompt encoded alone, so the DiT
-    groups in flow_loss see exactly what generation (grouped by prompt length) sees."""
+def test_padding_is_invisible_to_bridge_and_dit(tiny_model):
+    """Left-padded prompts: a sample's own context tokens, pooled vector and predicted velocity match the prompt run
+    alone, so one batched DiT call per step (training, sampling) equals one call per prompt length; without the
+    mask the padding changes the velocity (the test can fail)."""
     captions = ["a red circle", "a small blue square in the top left corner of the picture"]
+    x = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    sigma = torch.tensor([0.7, 0.3])
     with torch.no_grad():
-        context, pooled, lengths = tiny_model.condition_with_lengths(captions)
-        alone, alone_pooled = tiny_model.condition(captions[:1])
-    assert lengths[0] < lengths[1] == context.shape[1] and alone.shape[1] == lengths[0]
-    torch.testing.assert_close(context[0, -lengths[0]:], alone[0], atol=1e-5, rtol=1e-4)
+        context, pooled, mask = tiny_model.condition(captions)
+        alone, alone_pooled, alone_mask = tiny_model.condition(captions[:1])
+        batched = tiny_model.velocity(x, sigma, context, pooled, context_mask_BL=mask)
+        single = tiny_model.velocity(x[:1], sigma[:1], alone, alone_pooled, context_mask_BL=alone_mask)
+        unmasked = tiny_model.velocity(x, sigma, context, pooled)
+    length = int(mask[0].sum())
+    assert length < context.shape[1] == int(mask[1].sum()) and alone.shape[1] == length and alone_mask.all()
+    torch.testing.assert_close(context[0, -length:], alone[0], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close(pooled[0], alone_pooled[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(batched[:1], single, atol=1e-5, rtol=1e-4)
+    assert (unmasked[:1] - single).abs().max() > 1e-4
 
 
 def test_latent_cache_is_exact_and_encodes_each_image_once(tiny_model):

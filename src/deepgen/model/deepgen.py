@@ -91,16 +91,16 @@ class DeepGen(nn.Module):
         return self.scb.think_tokens.device
 
     def condition(self, captions: list[str], refs: Refs = None):
-        """(context_BLD, pooled_BP) for the DiT from the prompts and reference images."""
-        context, pooled, _ = self.condition_with_lengths(captions, refs)
-        return context, pooled
+        """(context_BLD, pooled_BP, mask_BL) for the DiT from the prompts and reference images.
 
-    def condition_with_lengths(self, captions: list[str], refs: Refs = None):
-        """(context_BLD, pooled_BP, lengths_B): prompts are left-padded, so sample i's own tokens are
-        context[i, -lengths[i]:]; with a padding mask in the bridge they do not depend on the padding."""
+        Prompts are left-padded to one length; `mask_BL` marks each sample's own tokens, so with the bridge's
+        padding mask and the DiT's masked joint attention a sample's result does not depend on its batch-mates.
+        The release's bridge (`mask_padding: false`) mixes padding in, and then the mask is None: the DiT attends
+        to the whole padded context, as the release does.
+        """
         hidden_states, mask = self.encoder(captions, self.scb.think_tokens, refs)
         context, pooled = self.scb(hidden_states, mask)
-        return context, pooled, mask.sum(1).tolist()
+        return context, pooled, (mask.bool() if self.cfg.scb.mask_padding else None)
 
     def encode_images(self, images_B3HW: torch.Tensor) -> torch.Tensor:
         """Normalised latents; through `latent_cache` when a training stage set one (it does so only when the
@@ -110,8 +110,8 @@ class DeepGen(nn.Module):
                 return self.latent_cache.encode(self.vae, images_B3HW)
             return vae_ops.encode(self.vae, images_B3HW)
 
-    def velocity(self, x_BCHW, sigma_B, context_BLD, pooled_BP, ref_latents=None):
-        return dit_forward(self.dit, x_BCHW, context_BLD, pooled_BP, sigma_B * 1000.0, ref_latents)
+    def velocity(self, x_BCHW, sigma_B, context_BLD, pooled_BP, ref_latents=None, context_mask_BL=None):
+        return dit_forward(self.dit, x_BCHW, context_BLD, pooled_BP, sigma_B * 1000.0, ref_latents, context_mask_BL)
 
     def flow_loss(self, images_B3HW: torch.Tensor, captions: list[str], refs: Refs = None,
                   ref_images_B3HW: torch.Tensor | list[list[torch.Tensor]] | None = None,
@@ -127,25 +127,22 @@ class DeepGen(nn.Module):
         batch = len(captions)
         drop = torch.rand(batch, generator=generator) < flow.caption_dropout if self.training else torch.zeros(batch)
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
-        context, pooled, lengths = self.condition_with_lengths(captions, refs)
-        if not self.cfg.scb.mask_padding:  # the release's bridge mixes padding in: keep the padded sequence
-            lengths = [context.shape[1]] * batch
+        context, pooled, mask = self.condition(captions, refs)
         x0 = self.encode_images(images_B3HW)
         noise = torch.randn(x0.shape, generator=generator).to(x0)
         sigma = training_sigmas(batch, flow.num_train_timesteps, flow.shift, generator).to(x0)
         x_t = noisy_latents(x0, noise, sigma)
         references = reference_tensors(refs, ref_images_B3HW, batch)
         loss = x0.new_zeros(())
-        # One DiT group per (reference layout, prompt length): the DiT's joint attention has no mask, so training
-        # must not show it padding that generation (which groups prompts by length) never shows it.
-        layouts = [(tuple(tuple(t.shape) for t in r), n) for r, n in zip(references, lengths)]
-        for idx_list, (layout, length) in _groups(layouts):
+        layouts = [tuple(tuple(t.shape) for t in r) for r in references]
+        for idx_list, layout in _groups(layouts):
             idx = torch.tensor(idx_list, device=x0.device)
             ref_latents = None
             if layout:
                 ref_latents = [self.encode_images(torch.stack([references[i][j] for i in idx_list]).to(x0))
                                for j in range(len(layout))]
-            v = self.velocity(x_t[idx], sigma[idx], context[idx, -length:], pooled[idx], ref_latents)
+            v = self.velocity(x_t[idx], sigma[idx], context[idx], pooled[idx], ref_latents,
+                              None if mask is None else mask[idx])
             target = (noise - x0)[idx]
             loss = loss + ((v.float() - target.float()) ** 2).mean() * len(idx) / batch
         return loss
@@ -154,9 +151,9 @@ class DeepGen(nn.Module):
     def generate(self, prompts: list[str], refs: Refs = None, steps: int | None = None,
                  guidance: float | None = None, seed: int = 0, negative_prompt: str | None = None,
                  size: tuple[int, int] | None = None, progress=None) -> list[Image.Image]:
-        """Euler sampling with CFG; sample i uses noise from seed + i, and prompts run in groups of equal token
-        length with the conditional and unconditional passes apart, so no padding ever reaches the DiT (its joint
-        attention has no mask): a prompt's image does not depend on its batch.
+        """Euler sampling with CFG; sample i uses noise from seed + i, and padding is masked out of the bridge and
+        the DiT, so a prompt's image does not depend on its batch (up to float rounding). Each step is one DiT call
+        per output size and reference layout, the conditional and unconditional halves batched together.
 
         `refs[i]` are sample i's reference images (empty: text-to-image). `size` is (height, width); by default an
         edit with one reference keeps its aspect ratio, everything else is `image_size` square. The negative prompt
@@ -173,8 +170,7 @@ class DeepGen(nn.Module):
         negatives = [negative_prompt if negative_prompt is not None else
                      (flow.edit_negative_prompt if r else "") for r in refs]
         out: list[Image.Image | None] = [None] * len(prompts)
-        lengths = [self.encoder.tokenize([p], [r])[0].shape[1] for p, r in zip(prompts, refs)]
-        layouts = [(sizes[i], tuple((img.height, img.width) for img in r), lengths[i]) for i, r in enumerate(refs)]
+        layouts = [(sizes[i], tuple((img.height, img.width) for img in r)) for i, r in enumerate(refs)]
         for idx, _ in _groups(layouts):
             images = self._sample([prompts[i] for i in idx], [refs[i] for i in idx], [negatives[i] for i in idx],
                                   sizes[idx[0]], [seed + i for i in idx], steps, guidance, progress)
@@ -189,20 +185,20 @@ class DeepGen(nn.Module):
         if height % multiple or width % multiple:
             raise ValueError(f"output size {width}x{height}: sides must be multiples of {multiple}")
         edit = any(refs)
-        context, pooled = self.condition(list(prompts), refs if edit else None)
-        neg_context, neg_pooled = self.condition(list(negatives), refs if edit else None)
+        context, pooled, mask = self.condition(list(prompts) + list(negatives), list(refs) * 2 if edit else None)
         ref_latents = None
         if edit:
             ref_latents = [self.encode_images(torch.stack([pil_to_tensor(r[j]) for r in refs]).to(self.device))
                            for j in range(len(refs[0]))]
+            ref_latents = [torch.cat([lat, lat]) for lat in ref_latents]
         factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         shape = (self.vae.config.latent_channels, height // factor, width // factor)
         noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s))
                              for s in seeds]).to(self.device)
 
         def velocity(x, sigma):
-            cond = self.velocity(x, sigma, context, pooled, ref_latents)
-            uncond = self.velocity(x, sigma, neg_context, neg_pooled, ref_latents)
+            cond, uncond = self.velocity(torch.cat([x, x]), torch.cat([sigma, sigma]), context, pooled,
+                                         ref_latents, mask).chunk(2)
             return guided(cond, uncond, guidance)
 
         latents = euler_sample(velocity, noise, steps, self.cfg.flow.shift, progress)

@@ -88,6 +88,8 @@ def train_loop(config: dict) -> None:
             model = load_checkpoint(Path(folder) / "model")
             trainer_state = torch.load(Path(folder) / "trainer.pt", weights_only=True)
             start = json.loads((Path(folder) / "state.json").read_text())["step"]
+        if rank == 0:
+            print(f"{stage.name}: resuming from the step-{start} checkpoint", flush=True)
     else:
         model = init_model(config["init"])
     counts = apply_schedule(model, stage)
@@ -136,7 +138,8 @@ def train_loop(config: dict) -> None:
             bar.set_postfix(loss=f"{metrics[f'{stage.name}/loss']:.4f}", refresh=False)
             window, tic = [], time.time()
         if done % stage.checkpoint_every == 0 or done == stage.steps:
-            _report(model, opt, sched, stage, done, rank, config, {"step": done, "loss": loss.item()})
+            _report(model, opt, sched, stage, done, rank, config,
+                    {"step": done, "loss": loss.item(), "resumed_from": start})
 
 
 def _report(model, opt, sched, stage, step, rank, config, metrics) -> None:

@@ -1,0 +1,60 @@
+"""A training stage killed mid-run (driver, Ray and workers at once, as a lost laptop session or node does) resumes
+from its latest checkpoint when launched again with the same config: same run name, same storage folder."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from deepgen.train.config import StageConfig
+from deepgen.train.launch import RECORD_FILE, run_name
+
+STAGE = {"objective": "flow", "trainable": ["scb", "dit"], "steps": 60, "batch_size": 2, "log_every": 5,
+         "checkpoint_every": 4, "optim": {"lr": 1e-3}}
+INIT = {"preset": "tiny", "seed": 0}
+LAUNCH = """
+import json, sys
+from deepgen.train.config import StageConfig
+from deepgen.train.launch import run_stage
+stage, init, urls, runs = json.loads(sys.argv[1])
+print(json.dumps(run_stage(StageConfig.from_dict("alignment", stage), init, urls, "v-test", runs)))
+"""
+
+
+def launch(args: str, **kwargs) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-c", LAUNCH, args], env=env, start_new_session=True, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
+
+
+def test_killed_stage_resumes_from_its_latest_checkpoint(small_shards, tmp_path):
+    record, _, _ = small_shards
+    runs = tmp_path / "runs"
+    args = json.dumps([STAGE, INIT, record["train_urls"], str(runs)])
+    folder = runs / run_name(StageConfig.from_dict("alignment", STAGE), INIT, "v-test")
+
+    first = launch(args)
+    deadline = time.time() + 300
+    while not list(folder.glob("checkpoint_*/state.json")):
+        assert first.poll() is None, first.stdout.read()[-3000:]
+        assert time.time() < deadline, "no checkpoint within 300 s"
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)  # Ray's processes share the session (and fate-share with the driver)
+    first.wait()
+    saved = max(json.loads(p.read_text())["step"] for p in folder.glob("checkpoint_*/state.json"))
+    assert not (folder / RECORD_FILE).exists() and saved < STAGE["steps"]
+
+    second = launch(args)
+    output, _ = second.communicate(timeout=600)
+    assert second.returncode == 0, output[-3000:]
+    result = json.loads((folder / RECORD_FILE).read_text())
+    assert result["metrics"]["step"] == STAGE["steps"]
+    resumed = result["metrics"]["resumed_from"]
+    assert resumed >= saved and resumed % STAGE["checkpoint_every"] == 0, (resumed, saved)
+    assert f"resuming from the step-{resumed} checkpoint" in output
+    assert Path(result["checkpoint_uri"], "config.json").is_file()
