@@ -24,8 +24,8 @@ class OptimConfig:
     warmup_fraction: float = 0.01
     grad_clip: float = 1.0
     min_lr_ratio: float = 0.0
-    # component -> multiplier on lr. Tiny: the bridge at 0.3x; with depth 0 and a small output init this is the
-    # setting under which position learned (src/deepgen/model/config.py has the measurement).
+    # component -> multiplier on lr. Tiny: the bridge at ~3e-4 or less; with depth 0 and a small output init this is
+    # the setting under which position learned (src/deepgen/model/config.py has the measurement).
     lr_scale: dict[str, float] = field(default_factory=dict)
 
 
