@@ -192,3 +192,19 @@ def test_latent_cache_is_exact_and_encodes_each_image_once(tiny_model):
         bounded = one.encode(tiny_model.vae, images)
     torch.testing.assert_close(bounded, direct, atol=1e-5, rtol=1e-4)
     assert len(one.store) == 1
+
+
+def test_release_bridge_generation_never_pads_and_stays_batch_independent(same_images):
+    """`mask_padding: false` (the release's bridge mixes padding into the conditioning): generation groups prompts by
+    token length and conditions prompt and negative apart, so an image still does not depend on its batch."""
+    from deepgen.model.config import preset
+    from deepgen.model.deepgen import DeepGen
+
+    torch.manual_seed(0)
+    model = DeepGen(preset("tiny", {"scb": {"mask_padding": False}})).eval()
+    prompts = ["a red circle", "two blue squares at the bottom left"]
+    together = model.generate(prompts, steps=2, seed=3)
+    alone = model.generate(prompts[1:], steps=2, seed=4)
+    assert same_images(together[1:], alone)
+    with torch.no_grad():
+        assert model.condition(prompts)[2] is None

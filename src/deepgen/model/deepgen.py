@@ -170,7 +170,10 @@ class DeepGen(nn.Module):
         negatives = [negative_prompt if negative_prompt is not None else
                      (flow.edit_negative_prompt if r else "") for r in refs]
         out: list[Image.Image | None] = [None] * len(prompts)
-        layouts = [(sizes[i], tuple((img.height, img.width) for img in r)) for i, r in enumerate(refs)]
+        # the release's bridge mixes padding in, so there prompts also group by token length (no padding at all)
+        lengths = [None] * len(prompts) if self.cfg.scb.mask_padding else \
+            [self.encoder.tokenize([p], [r])[0].shape[1] for p, r in zip(prompts, refs)]
+        layouts = [(sizes[i], tuple((img.height, img.width) for img in r), lengths[i]) for i, r in enumerate(refs)]
         for idx, _ in _groups(layouts):
             images = self._sample([prompts[i] for i in idx], [refs[i] for i in idx], [negatives[i] for i in idx],
                                   sizes[idx[0]], [seed + i for i in idx], steps, guidance, progress)
@@ -185,20 +188,24 @@ class DeepGen(nn.Module):
         if height % multiple or width % multiple:
             raise ValueError(f"output size {width}x{height}: sides must be multiples of {multiple}")
         edit = any(refs)
-        context, pooled, mask = self.condition(list(prompts) + list(negatives), list(refs) * 2 if edit else None)
-        ref_latents = None
+        if self.cfg.scb.mask_padding:  # both halves in one masked batch: one DiT call per step
+            halves = [(*self.condition(list(prompts) + list(negatives), list(refs) * 2 if edit else None), 2)]
+        else:  # the release's bridge mixes padding in: the halves are conditioned and run apart
+            halves = [(*self.condition(list(texts), refs if edit else None), 1) for texts in (prompts, negatives)]
+        ref_latents = []
         if edit:
             ref_latents = [self.encode_images(torch.stack([pil_to_tensor(r[j]) for r in refs]).to(self.device))
                            for j in range(len(refs[0]))]
-            ref_latents = [torch.cat([lat, lat]) for lat in ref_latents]
         factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
         shape = (self.vae.config.latent_channels, height // factor, width // factor)
         noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s))
                              for s in seeds]).to(self.device)
 
         def velocity(x, sigma):
-            cond, uncond = self.velocity(torch.cat([x, x]), torch.cat([sigma, sigma]), context, pooled,
-                                         ref_latents, mask).chunk(2)
+            cond, uncond = torch.cat([
+                self.velocity(x.repeat(n, 1, 1, 1), sigma.repeat(n), context, pooled,
+                              [lat.repeat(n, 1, 1, 1) for lat in ref_latents] or None, mask)
+                for context, pooled, mask, n in halves]).chunk(2)
             return guided(cond, uncond, guidance)
 
         latents = euler_sample(velocity, noise, steps, self.cfg.flow.shift, progress)
