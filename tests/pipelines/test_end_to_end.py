@@ -18,6 +18,8 @@ SMALL = {
     "vae.steps": 12, "vae.checkpoint_every": 6, "alignment.steps": 12, "alignment.checkpoint_every": 6,
     "sft.steps": 6, "sft.checkpoint_every": 6, "evaluation.per_category": 2, "evaluation.steps": 2,
     "evaluation.per_category_overrides.single_object": 4,
+    **{f"evaluation.per_category_overrides.{c}": 2 for c in ("two_objects", "counting", "colors", "position",
+                                                             "color_attr")},
     "evaluation.preview_count": 2,
 }
 

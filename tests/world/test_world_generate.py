@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from deepgen.world import (CATEGORIES, KINDS, SceneSpec, category_weights, eval_set, generate_samples,
+from deepgen.world import (CATEGORIES, CELLS, COLORS, KINDS, SHAPES, SceneSpec, category_weights, eval_set, generate_samples,
                            heldout_prompts, is_held_out, render, sample_is_held_out, scene_key)
 
 
@@ -101,6 +101,19 @@ def test_held_out_split_is_by_scene():
     one = next(s for s in samples if s["category"] == "single_object")
     o = one["spec"]["objects"][0]
     assert one["scene_key"] == f"{o['color']} {o['shape']}@{o['cell'][0]},{o['cell'][1]}"
+
+
+def test_single_object_split_is_balanced_and_compositional():
+    """Every colour-shape pair is held out once, each cell twice, and training still sees every pair of attributes."""
+    combos = [(c, s, cell) for c in COLORS for s in SHAPES for cell in CELLS]
+    key = {x: scene_key({"objects": [{"color": x[0], "shape": x[1], "cell": list(x[2])}]}) for x in combos}
+    held = [x for x in combos if is_held_out(key[x])]
+    assert collections.Counter((c, s) for c, s, _ in held) == {(c, s): 1 for c in COLORS for s in SHAPES}
+    assert collections.Counter(cell for _, _, cell in held) == {cell: 2 for cell in CELLS}
+    train = [x for x in combos if x not in held]
+    for a, b in ((0, 1), (0, 2), (1, 2)):
+        assert {(x[a], x[b]) for x in train} == {(x[a], x[b]) for x in combos}
+    assert not any(is_held_out(key[x], fraction=0.0) for x in combos)
 
 
 def test_eval_set_is_held_out_and_deterministic():

@@ -1,7 +1,12 @@
 """The sample stream and the held-out split.
 
 Every sample is a plain dict with its scene spec, so the same record feeds training, evaluation and scoring.
-The split is by *scene*: a held-out single-object scene is an unseen (colour, shape, cell) combination.
+The split is by *scene*. Single-object scenes follow a balanced design (`HELDOUT_SINGLE_OBJECTS`): every
+(colour, shape) pair is held out at exactly one cell, each cell twice, so the headline colour / shape / position
+accuracies weigh every colour and shape alike and every held-out combination is new only as a whole (its colour-shape,
+colour-cell and shape-cell pairs all occur in training). A hash split of 10% of 162 combinations held out 14, skewed
+(no orange, 29 of 64 evaluation prompts blue), which made those accuracies hinge on a couple of combinations. Every
+other scene is held out by a stable hash of its key.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ import random
 from typing import Iterator
 
 from deepgen.world.captions import T2I_CATEGORIES, make_t2i
+from deepgen.world.palette import CELLS, COLORS, GRID, SHAPES
 from deepgen.world.edits import EDIT_CATEGORIES, make_edit
 from deepgen.world.reasoning import REASONING_CATEGORIES, make_reasoning
 from deepgen.world.render import render
@@ -29,8 +35,19 @@ DEFAULT_MIX: dict[str, float] = {
 DEFAULT_HELDOUT_FRACTION = 0.1
 
 
+# colour i, shape j -> cell (i + GRID * j) mod 9: shape j's six colours land on six different cells, colour i's three
+# shapes on three rows of one column, and each cell holds exactly two combinations (18 of 162: 1/9).
+HELDOUT_SINGLE_OBJECTS: frozenset[str] = frozenset(
+    f"{color} {shape}@{CELLS[(i + GRID * j) % len(CELLS)][0]},{CELLS[(i + GRID * j) % len(CELLS)][1]}"
+    for i, color in enumerate(COLORS) for j, shape in enumerate(SHAPES))
+
+
 def is_held_out(scene_key: str, fraction: float = DEFAULT_HELDOUT_FRACTION) -> bool:
-    """Stable (process-independent) hash split of scene keys."""
+    """Single-object scenes: the balanced design (when `fraction` > 0); others: a stable hash split of the key."""
+    if fraction <= 0:
+        return False
+    if "|" not in scene_key and "@" in scene_key:  # one object on the default background
+        return scene_key in HELDOUT_SINGLE_OBJECTS
     h = int.from_bytes(hashlib.sha256(scene_key.encode()).digest()[:8], "big")
     return h / 2**64 < fraction
 
