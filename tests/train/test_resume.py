@@ -1,5 +1,6 @@
-"""A training stage killed mid-run (driver, Ray and workers at once, as a lost laptop session or node does) resumes
-from its latest checkpoint when launched again with the same config: same run name, same storage folder."""
+"""Launching a stage as a user does. A stage killed mid-run (driver, Ray and workers at once, as a lost laptop session
+or node does) resumes from its latest checkpoint when launched again with the same config: same run name, same
+storage folder. Two launches of one config train the same weights."""
 
 from __future__ import annotations
 
@@ -11,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from deepgen.train.config import StageConfig
 from deepgen.train.launch import RECORD_FILE, run_name
 
@@ -19,6 +22,8 @@ STAGE = {"objective": "flow", "trainable": ["scb", "dit"], "steps": 60, "batch_s
 INIT = {"preset": "tiny", "seed": 0}
 LAUNCH = """
 import json, sys
+import torch
+
 from deepgen.train.config import StageConfig
 from deepgen.train.launch import run_stage
 stage, init, urls, runs = json.loads(sys.argv[1])
@@ -60,3 +65,23 @@ def test_killed_stage_resumes_from_its_latest_checkpoint(small_shards, tmp_path)
     resumed = result["metrics"]["resumed_from"]
     assert 0 < resumed <= saved and resumed % STAGE["checkpoint_every"] == 0, (resumed, saved, output[-3000:])
     assert Path(result["checkpoint_uri"], "config.json").is_file()
+
+
+def test_same_stage_config_gives_the_same_weights(small_shards, tmp_path):
+    """Seeded data stream and torch generator per rank: two launches of one config train bit-identical weights."""
+    from safetensors.torch import load_file
+
+    record, _, _ = small_shards
+    stage = {**STAGE, "steps": 6, "checkpoint_every": 6}
+    weights = []
+    for name in ("a", "b"):
+        proc = launch(json.dumps([stage, INIT, record["train_urls"], str(tmp_path / name)]))
+        output, _ = proc.communicate(timeout=600)
+        assert proc.returncode == 0, output[-3000:]
+        folder = tmp_path / name / run_name(StageConfig.from_dict("alignment", stage), INIT, "v-test")
+        result = json.loads((folder / RECORD_FILE).read_text())
+        weights.append({f"{f.name}/{k}": v for f in sorted(Path(result["checkpoint_uri"]).glob("*.safetensors"))
+                        for k, v in load_file(f).items()})
+    assert weights[0] and weights[0].keys() == weights[1].keys()
+    changed = [k for k in weights[0] if not torch.equal(weights[0][k], weights[1][k])]
+    assert not changed, changed[:5]

@@ -28,14 +28,16 @@ def sample_stream(urls: list[str], seed: int, shuffle_buffer: int = 512,
         p = keep.get(sample.get("category"), keep.get(sample.get("kind"), keep.get("*", 1.0)))
         return p >= 1.0 or rng.random() < p
 
-    dataset = (
-        wds.WebDataset(urls, resampled=True, seed=seed, shardshuffle=False, empty_check=False,
-                       nodesplitter=None, workersplitter=None)
-        .shuffle(shuffle_buffer, seed=seed)
-        .decode("pil")
-        .map(decoded)
+    # Built from parts rather than wds.WebDataset, which resamples shards with pid + clock entropy mixed into the seed;
+    # with deterministic=True a (seed, rank) stream is the same in every run.
+    dataset = wds.DataPipeline(
+        wds.ResampledShards(urls, seed=seed, deterministic=True),
+        wds.tarfile_to_samples(),
+        wds.shuffle(shuffle_buffer, seed=seed),
+        wds.decode("pil"),
+        wds.map(decoded),
     )
-    return iter(dataset.select(kept) if keep else dataset)
+    return iter(dataset.compose(wds.select(kept)) if keep else dataset)
 
 
 def batches(stream: Iterator[dict], batch_size: int) -> Iterator[dict]:

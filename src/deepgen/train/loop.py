@@ -92,6 +92,9 @@ def train_loop(config: dict) -> None:
             print(f"{stage.name}: resuming from the step-{start} checkpoint", flush=True)
     else:
         model = init_model(config["init"])
+    # Noise, timesteps, caption dropout, crops and LoRA init draw from torch's global generator: seeded per stage, rank
+    # and start step (like the data stream), so the same configuration gives the same run; it drew fresh entropy before
+    torch.manual_seed(stage.seed * 1000 + rank + 7919 * start)
     counts = apply_schedule(model, stage)
     if stage.objective == "flow" and not any(p.requires_grad for p in model.vae.parameters()):
         model.latent_cache = vae_ops.LatentCache()  # frozen VAE: encode each distinct image once
