@@ -22,8 +22,6 @@ STAGE = {"objective": "flow", "trainable": ["scb", "dit"], "steps": 60, "batch_s
 INIT = {"preset": "tiny", "seed": 0}
 LAUNCH = """
 import json, sys
-import torch
-
 from deepgen.train.config import StageConfig
 from deepgen.train.launch import run_stage
 stage, init, urls, runs = json.loads(sys.argv[1])

@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from deepgen.world import (CATEGORIES, CELLS, COLORS, KINDS, SHAPES, SceneSpec, category_weights, eval_set, generate_samples,
-                           heldout_prompts, is_held_out, render, sample_is_held_out, scene_key)
+from deepgen.world import (CATEGORIES, CELLS, COLORS, KINDS, SHAPES, SceneSpec, category_weights, eval_set,
+                           generate_samples, heldout_prompts, is_held_out, render, sample_is_held_out, scene_key)
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,7 @@ def select(samples: list[dict], per_category: int, overrides: dict[str, int] | N
     chosen = []
     for category, by_scene in scenes.items():
         want, groups = overrides.get(category, per_category), list(by_scene.values())
-        taken = [group[i] for i in range(max(map(len, groups))) for group in groups if i < len(group)][:want]
-        chosen += taken
+        chosen += [group[i] for i in range(max(map(len, groups))) for group in groups if i < len(group)][:want]
     return chosen
 
 

@@ -16,8 +16,8 @@ import random
 from typing import Iterator
 
 from deepgen.world.captions import T2I_CATEGORIES, make_t2i
-from deepgen.world.palette import CELLS, COLORS, GRID, SHAPES
 from deepgen.world.edits import EDIT_CATEGORIES, make_edit
+from deepgen.world.palette import CELLS, COLORS, GRID, SHAPES
 from deepgen.world.reasoning import REASONING_CATEGORIES, make_reasoning
 from deepgen.world.render import render
 from deepgen.world.scene import SceneSpec, scene_key
@@ -38,7 +38,7 @@ DEFAULT_HELDOUT_FRACTION = 0.1
 # colour i, shape j -> cell (i + GRID * j) mod 9: shape j's six colours land on six different cells, colour i's three
 # shapes on three rows of one column, and each cell holds exactly two combinations (18 of 162: 1/9).
 HELDOUT_SINGLE_OBJECTS: frozenset[str] = frozenset(
-    f"{color} {shape}@{CELLS[(i + GRID * j) % len(CELLS)][0]},{CELLS[(i + GRID * j) % len(CELLS)][1]}"
+    "{} {}@{},{}".format(color, shape, *CELLS[(i + GRID * j) % len(CELLS)])
     for i, color in enumerate(COLORS) for j, shape in enumerate(SHAPES))
 
 
