@@ -1,7 +1,7 @@
 """Evaluate checkpoints on the held-out shards: scores per category, logged to MLflow with a sample grid.
 
-Results are cached beside the evaluation parameters (keyed by checkpoint URI and settings), so re-running the
-pipeline with nothing changed does not regenerate every image.
+Results are cached beside the evaluation parameters (keyed by checkpoint URI, settings and the scorer's source), so
+re-running the pipeline with nothing changed does not regenerate every image, and a changed scorer does.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from pathlib import Path
 
 from deepgen import storage
 from deepgen import tracking as mlflow_log
@@ -16,6 +17,7 @@ from deepgen.data.shards import read_samples
 from deepgen.eval.shapes import generate_all, score_all, with_topup
 from deepgen.registry import load_model
 from deepgen.train.preview import grid
+from deepgen.world import score
 
 log = logging.getLogger(__name__)
 
@@ -23,7 +25,8 @@ log = logging.getLogger(__name__)
 def evaluate_checkpoint(state: str, checkpoint_uri: str, heldout_urls: list[str], settings: dict,
                         cache_dir: str, tracking: dict | None = None, ocr=None) -> dict[str, float]:
     """settings: per_category, per_category_overrides, steps, guidance, batch_size, seed, grid_size."""
-    key = hashlib.sha256(json.dumps({"ckpt": checkpoint_uri, "data": heldout_urls, **settings},
+    scorer = hashlib.sha256(Path(score.__file__).read_bytes()).hexdigest()
+    key = hashlib.sha256(json.dumps({"ckpt": checkpoint_uri, "data": heldout_urls, "scorer": scorer, **settings},
                                     sort_keys=True).encode()).hexdigest()[:16]
     cache_uri = storage.join(cache_dir, f"{state}-{key}.json")
     if storage.exists(cache_uri):

@@ -7,6 +7,7 @@ colour are objects; shape comes from geometry, the cell from the centroid. Every
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Callable
 
@@ -139,8 +140,14 @@ def _detect(arr: np.ndarray) -> tuple[list[Detection], str]:
     return out, background_name(arr)
 
 
-def _has(dets: list[Detection], o: dict) -> bool:
-    return any(d.color == o["color"] and d.shape == o["shape"] for d in dets)
+def _exactly(dets: list[Detection], objs: list[dict]) -> bool:
+    """The image holds the asked objects (colour, shape) and nothing else.
+
+    Stricter than GenEval, which ignores extra objects: a ShapesWorld caption describes the whole scene, and this
+    detector, unlike GenEval's, calls any blob an object, so "any red triangle among the blobs" rewarded a model for
+    spraying shapes (measured: a half-trained model drew ~5 blobs for "a red triangle" and scored 0.61 on `colors`).
+    """
+    return Counter((d.color, d.shape) for d in dets) == Counter((o["color"], o["shape"]) for o in objs)
 
 
 def _relation_holds(a: Detection, b: Detection, rel: str, h: int, w: int) -> bool:
@@ -159,28 +166,18 @@ def score_image(image: Image.Image | np.ndarray, spec: dict, category: str,
         return {category: float("".join(ocr(img).split()).upper() == spec["text"])}
     dets, bg = _detect(arr)
     objs = spec["objects"]
-    if category == "single_object":
+    if category == "single_object":  # attributes of the largest object; the category itself also asks for no other
         o, top = objs[0], (dets[0] if dets else None)
         r = {"single_object_color": float(top is not None and top.color == o["color"]),
              "single_object_shape": float(top is not None and top.shape == o["shape"]),
              "single_object_position": float(top is not None and list(top.cell) == list(o["cell"]))}
-        return {category: float(all(r.values())), **r}
-    if category in ("two_objects", "colors", "reasoning_color"):
-        ok = all(_has(dets, o) for o in objs)
-    elif category in ("counting", "reasoning_count"):
-        want: dict[tuple[str, str], int] = {}
-        for o in objs:
-            want[(o["color"], o["shape"])] = want.get((o["color"], o["shape"]), 0) + 1
-        ok = all(sum(d.color == c and d.shape == s for d in dets) == n for (c, s), n in want.items())
-    elif category == "color_attr":  # the largest object of each asked shape must carry the asked colour
-        ok = all(any(d.shape == o["shape"] for d in dets) and
-                 next(d for d in dets if d.shape == o["shape"]).color == o["color"] for o in objs)
+        return {category: float(all(r.values()) and len(dets) == 1), **r}
+    if category in ("two_objects", "colors", "color_attr", "counting", "reasoning_color", "reasoning_count"):
+        ok = _exactly(dets, objs)
     elif category == "position":
-        a, b = objs
-        da = [d for d in dets if d.color == a["color"] and d.shape == a["shape"]]
-        db = [d for d in dets if d.color == b["color"] and d.shape == b["shape"]]
-        rel = relation_of(tuple(a["cell"]), tuple(b["cell"]))
-        ok = bool(da and db) and _relation_holds(da[0], db[0], rel, *arr.shape[:2])
+        (a, b), found = objs, {(d.color, d.shape): d for d in dets}
+        ok = _exactly(dets, objs) and _relation_holds(found[a["color"], a["shape"]], found[b["color"], b["shape"]],
+                                                      relation_of(tuple(a["cell"]), tuple(b["cell"])), *arr.shape[:2])
     elif category.startswith("edit_"):  # the whole target scene: objects in their cells and the background
         got = sorted((d.color, d.shape, d.cell) for d in dets)
         ok = got == sorted((o["color"], o["shape"], tuple(o["cell"])) for o in objs) and bg == spec["background"]
