@@ -19,8 +19,8 @@ T2I = set(world.KINDS["t2i"])
 
 def select(samples: list[dict], per_category: int, overrides: dict[str, int] | None = None) -> list[dict]:
     """Up to `per_category` samples of each category (or its override), spread round-robin over the category's scenes
-    in shard order (deterministic): 72 single objects over 18 held-out combinations are 4 of each, so every colour
-    and shape weighs the same in the headline accuracies (shard order alone gave 18 red and 5 purple of 72)."""
+    in shard order (deterministic): 144 single objects over 18 held-out combinations are 8 of each, so every colour
+    and shape weighs the same in the headline accuracies (shard order alone gave 18 red and 5 purple of the first 72)."""
     overrides = overrides or {}
     scenes: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for sample in samples:
