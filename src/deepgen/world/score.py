@@ -145,7 +145,8 @@ def _exactly(dets: list[Detection], objs: list[dict]) -> bool:
 
     Stricter than GenEval, which ignores extra objects: a ShapesWorld caption describes the whole scene, and this
     detector, unlike GenEval's, calls any blob an object, so "any red triangle among the blobs" rewarded a model for
-    spraying shapes (measured: a half-trained model drew ~5 blobs for "a red triangle" and scored 0.61 on `colors`).
+    spraying shapes (measured: on 64 `colors` prompts a half-trained model drew 4-6 blobs in half of them and scored
+    0.61; an untrained one scored 0.22).
     """
     return Counter((d.color, d.shape) for d in dets) == Counter((o["color"], o["shape"]) for o in objs)
 
