@@ -120,8 +120,12 @@ def train_loop(config: dict) -> None:
     # and DDP's default re-broadcast is a second collective every forward (both ranks wait for each other twice per
     # step). Measured with two gloo workers on 2 cores, alignment config: 296 -> 210 ms per step in one pair of
     # runs, ~7% over three alternating repeats (the machine's speed drifts more than that between runs).
+    # find_unused_parameters costs a walk of the autograd graph every step. Only VLM parameters can get no gradient
+    # (layers above the deepest SCB tap never reach the loss; the vision tower idles without reference images), so
+    # it is on only when the VLM trains (without it DDP fails at SFT's second step).
+    vlm_trainable = any(p.requires_grad for p in model.encoder.parameters())
     ddp = ray.train.torch.prepare_model(Objective(model, stage.objective, stage.crop, stage.foreground_weight),
-                                        parallel_strategy_kwargs={"find_unused_parameters": True,
+                                        parallel_strategy_kwargs={"find_unused_parameters": vlm_trainable,
                                                                   "broadcast_buffers": False})
     stream = batches(sample_stream(config["train_urls"], seed=stage.seed * 1000 + rank + 7919 * start,
                                    keep=stage.keep), stage.batch_size)
