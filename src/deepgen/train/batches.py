@@ -17,16 +17,27 @@ from deepgen.model.deepgen import pil_to_tensor
 
 
 def sample_stream(urls: list[str], seed: int, shuffle_buffer: int = 512,
-                  keep: dict[str, float] | None = None) -> Iterator[dict]:
+                  keep: dict[str, float] | None = None, give_up_after: int = 10_000) -> Iterator[dict]:
     """`keep` maps a category or kind (or "*" for the rest) to the probability that its samples are used (default 1):
-    a stage's data mixture without re-curating (the paper mixes differently per stage too)."""
+    a stage's data mixture without re-curating (the paper mixes differently per stage too). The stream resamples
+    shards forever, so a `keep` that matches nothing in them is an error after `give_up_after` rejections in a row
+    rather than a silent hang."""
     if not urls:
         raise ValueError("no training shards given")
     rng = random.Random(seed)
+    rejected = 0
 
     def kept(sample: dict) -> bool:
+        nonlocal rejected
         p = keep.get(sample.get("category"), keep.get(sample.get("kind"), keep.get("*", 1.0)))
-        return p >= 1.0 or rng.random() < p
+        if p >= 1.0 or rng.random() < p:
+            rejected = 0
+            return True
+        rejected += 1
+        if rejected >= give_up_after:
+            raise ValueError(f"the stage's keep={keep} rejected {rejected} samples in a row from {urls[0]} and "
+                             f"{len(urls) - 1} more shards: no category or kind it keeps is in the data")
+        return False
 
     # Built from parts rather than wds.WebDataset, which resamples shards with pid + clock entropy mixed into the seed;
     # with deterministic=True a (seed, rank) stream is the same in every run.
