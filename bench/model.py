@@ -7,30 +7,26 @@
 2. DiT time for a batch of prompts of mixed lengths, tiny preset, same process: one call with the padding masked
    out of the joint attention against one call per prompt length (what is needed without a mask, since padding the
    DiT attends to changes the result), forward + backward, batch 8 of ShapesWorld-like captions.
-3. Memory table, full preset, per training stage, from the real modules on the meta device (no memory, no weights):
-   weights, gradients and optimizer state from the parameter counts of the stage's freeze schedule, activations
-   measured by running the real forward pass on meta tensors at micro-batch 4 in bf16 and summing the tensors
-   autograd saves for backward, with and without activation checkpointing.
+3. Memory tables, full preset, per training stage (`deepgen.model.memory`, what `deepgen describe --memory` prints):
+   one GPU holding everything (DDP, bf16, no activation checkpointing), then the cluster policy (FSDP2 over
+   `--gpus`, checkpointing every block); activations from the real forward and backward on meta tensors.
 
-    .venv/bin/python bench/model.py [--rounds 8] [--batch 8] [--skip-time] [--skip-memory]
+    .venv/bin/python bench/model.py [--rounds 8] [--batch 8] [--skip-time] [--skip-memory] [--gpus 8]
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
+import dataclasses
 import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 
 from deepgen.model.config import preset
 from deepgen.model.deepgen import DeepGen
-from deepgen.model.describe import PAPER_STAGES, meta_model
-from deepgen.model.dit import dit_forward
-
-GiB = 2**30
+from deepgen.model.memory import format_plan, memory_plan, policy_for
+from deepgen.model.schedule import PAPER_STAGES
 
 
 # ---------------------------------------------------------------- 1. SCB against last-layer conditioning, step time
@@ -101,160 +97,13 @@ def time_padding_mask(rounds: int, batch: int) -> dict[str, float]:
 
 # ------------------------------------------------------------------------ 3. memory per stage, full preset (meta)
 
-class _FlashLikeAttention(torch.autograd.Function):
-    """Stands in for scaled_dot_product_attention on meta tensors and saves what a flash-attention kernel saves
-    (q, k, v, output, a float32 log-sum-exp per query row), not the seq x seq probabilities of the math path."""
-
-    @staticmethod
-    def forward(ctx, q, k, v):
-        out = q.new_empty(*q.shape[:-1], v.shape[-1])
-        lse = q.new_empty(q.shape[:-1], dtype=torch.float32)
-        ctx.save_for_backward(q, k, v, out, lse)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad):  # never run: the measurement stops after the forward pass
-        q, k, v, _, _ = ctx.saved_tensors
-        return torch.zeros_like(q), torch.zeros_like(k), torch.zeros_like(v)
-
-
-def _sdpa(query, key, value, attn_mask=None, dropout_p=0.0, is_causal=False, scale=None, enable_gqa=False):
-    if enable_gqa and key.shape[-3] != query.shape[-3]:
-        reps = query.shape[-3] // key.shape[-3]
-        key, value = key.repeat_interleave(reps, -3), value.repeat_interleave(reps, -3)
-    return _FlashLikeAttention.apply(query, key, value)
-
-
-class SavedTensors:
-    """Bytes of the tensors autograd saves for backward, split by transformer block (for the checkpointing
-    estimate). Parameters and views of them are weights, not activations; a tensor saved twice counts once."""
-
-    def __init__(self, params):
-        self.param_ids = {id(p) for p in params}
-        self.seen: dict[int, tuple[str | None, int]] = {}
-        self.keep: list[torch.Tensor] = []  # keeps ids unique while measuring
-        self.block: str | None = None
-        self.inputs: dict[str, int] = {}  # per block: bytes of its (not yet counted) tensor inputs
-        self.input_ids: set[int] = set()
-
-    def pack(self, t: torch.Tensor):
-        base = t if t._base is None else t._base
-        if id(t) not in self.param_ids and id(base) not in self.param_ids and id(base) not in self.seen:
-            self.seen[id(base)] = (self.block, base.numel() * base.element_size())
-            self.keep.append(base)
-        return t
-
-    def watch(self, name: str, module: torch.nn.Module):
-        def pre(mod, args, kwargs):
-            self.block = name
-            for t in list(args) + list(kwargs.values()):
-                if isinstance(t, torch.Tensor) and id(t) not in self.param_ids and id(t) not in self.input_ids:
-                    self.input_ids.add(id(t))
-                    self.inputs[name] = self.inputs.get(name, 0) + t.numel() * t.element_size()
-                    self.keep.append(t)
-
-        def post(mod, args, out):
-            self.block = None
-
-        return [module.register_forward_pre_hook(pre, with_kwargs=True), module.register_forward_hook(post)]
-
-    def totals(self) -> tuple[int, int]:
-        """(saved bytes without checkpointing, estimate with checkpointing every block)."""
-        total = sum(size for _, size in self.seen.values())
-        per_block: dict[str, int] = {}
-        for block, size in self.seen.values():
-            if block is not None:
-                per_block[block] = per_block.get(block, 0) + size
-        outside = total - sum(per_block.values())
-        # checkpointed: keep the inputs of each block that needs a backward, recompute one block at a time
-        inputs = sum(self.inputs.get(block, 0) for block in per_block)
-        return total, outside + inputs + max(per_block.values(), default=0)
-
-
-@contextlib.contextmanager
-def _patched_sdpa():
-    original = F.scaled_dot_product_attention
-    F.scaled_dot_product_attention = _sdpa
-    try:
-        yield
-    finally:
-        F.scaled_dot_product_attention = original
-
-
-def measure_activations(model: DeepGen, batch: int, prompt_tokens: int, vision_tokens: int,
-                        image_size: int) -> tuple[int, int]:
-    """Saved activation bytes of one flow-loss forward on an edit sample (one reference), bf16, meta device."""
-    dtype, device = torch.bfloat16, "meta"
-    text = model.encoder.vlm.config.text_config
-    lm = model.encoder.vlm.language_model
-    tracker = SavedTensors(model.parameters())
-    blocks = ([(f"vlm.{i}", m) for i, m in enumerate(lm.layers)]
-              + [(f"scb.{i}", m) for i, m in enumerate(model.scb.encoder.layers)]
-              + [(f"dit.{i}", m) for i, m in enumerate(model.dit.transformer_blocks)])
-    handles = [h for name, module in blocks for h in tracker.watch(name, module)]
-    think = model.scb.think_tokens.to(dtype)
-    seq = prompt_tokens + vision_tokens + think.shape[0]
-    latent = image_size // 8
-    try:
-        with _patched_sdpa(), torch.autograd.graph.saved_tensors_hooks(tracker.pack, lambda t: t):
-            prompt = torch.empty(batch, prompt_tokens + vision_tokens, text.hidden_size, device=device, dtype=dtype)
-            embeds = torch.cat([prompt, think.unsqueeze(0).expand(batch, -1, -1)], dim=1)
-            positions = torch.arange(seq, device=device).view(1, 1, seq).expand(3, batch, seq)
-            hidden = lm(inputs_embeds=embeds, position_ids=positions, output_hidden_states=True,
-                        use_cache=False).hidden_states
-            context, pooled = model.scb(hidden, torch.ones(batch, seq, dtype=torch.bool, device=device))
-            target = torch.empty(batch, 16, latent, latent, device=device, dtype=dtype)
-            reference = torch.empty_like(target)
-            timestep = torch.empty(batch, device=device, dtype=dtype)
-            velocity = dit_forward(model.dit, target, context.to(dtype), pooled.to(dtype), timestep, [reference])
-            ((velocity.float() - target.float()) ** 2).mean()
-    finally:
-        for handle in handles:
-            handle.remove()
-    return tracker.totals()
-
-
-def memory_table(batch: int = 4, prompt_tokens: int = 64, image_size: int = 512) -> list[dict]:
+def memory_tables(gpus: int) -> str:
+    """One GPU holding everything (DDP, bf16, no checkpointing) against the cluster policy (FSDP2 on `gpus`)."""
+    policies = {stage: dataclasses.replace(policy_for("full", stage), parallelism="ddp",
+                                           activation_checkpointing=False) for stage in PAPER_STAGES}
     cfg = preset("full")
-    vision_tokens = ((image_size * 28 // 32) // 28) ** 2  # ViT sees 448 px: 32x32 patches, 2x2 merge -> 256
-    rows = []
-    for stage, spec in PAPER_STAGES.items():
-        model = meta_model(cfg, {**spec, "name": stage}).to(torch.bfloat16)
-        params = sum(p.numel() for p in model.parameters())
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        act, act_ckpt = measure_activations(model, batch, prompt_tokens, vision_tokens, image_size)
-        weights, grads, optim = 2 * params, 2 * trainable, 12 * trainable
-        rows.append({"stage": stage, "params": params, "trainable": trainable, "weights": weights, "grads": grads,
-                     "optimizer": optim, "activations": act, "activations_ckpt": act_ckpt,
-                     "total": weights + grads + optim + act, "total_ckpt": weights + grads + optim + act_ckpt})
-    return rows
-
-
-def format_memory(rows: list[dict], batch: int, prompt_tokens: int, image_size: int) -> str:
-    head = (f"{'stage':<10}{'trainable':>15}{'weights':>9}{'grads':>8}{'optim':>8}{'act':>8}{'act+ckpt':>10}"
-            f"{'total':>8}{'total+ckpt':>12}")
-    lines = [f"full preset, memory per training stage (GiB; one GPU holds everything, no sharding):", head]
-    for r in rows:
-        g = {k: r[k] / GiB for k in r if k not in ("stage", "params", "trainable")}
-        lines.append(f"{r['stage']:<10}{r['trainable']:>15,}{g['weights']:>9.1f}{g['grads']:>8.1f}"
-                     f"{g['optimizer']:>8.1f}{g['activations']:>8.1f}{g['activations_ckpt']:>10.1f}"
-                     f"{g['total']:>8.1f}{g['total_ckpt']:>12.1f}")
-    latent_tokens = (image_size // 16) ** 2
-    lines += [
-        "how: parameter counts from the real modules built on the meta device with each stage's freeze schedule",
-        "  (deepgen.train.freeze; sft adds LoRA r64 to the VLM). weights: bf16, 2 B/param for every parameter;",
-        "  grads: bf16, 2 B/trainable param; optimizer: AdamW m and v plus an fp32 master copy, 12 B/trainable.",
-        f"  activations: the real forward (VLM language model -> SCB -> DiT) run on meta tensors, bf16, micro-batch "
-        f"{batch},",
-        f"  one edit sample each: {prompt_tokens} text + {(image_size * 28 // 32 // 28) ** 2} vision + 128 think "
-        f"tokens in the VLM; {latent_tokens} target + {latent_tokens} reference",
-        f"  tokens in the DiT ({image_size} px); sum of the tensors autograd saves for backward (weights excluded,",
-        "  attention counted as a flash kernel saves it: q, k, v, output, log-sum-exp). The ViT and VAE run without",
-        "  gradients and save nothing. act+ckpt: checkpointing every VLM, connector and DiT block = what is saved",
-        "  outside blocks + every block's inputs + one block's internals (recomputed in backward).",
-        "  Not included: the frozen RL reference DiT copy in stage 3 (+4.2 GiB bf16), allocator slack, CUDA context.",
-    ]
-    return "\n".join(lines)
+    return "\n\n".join([format_plan(memory_plan(cfg, PAPER_STAGES, 1, policies=policies)),
+                         format_plan(memory_plan(cfg, PAPER_STAGES, gpus))])
 
 
 def main() -> None:
@@ -264,6 +113,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--skip-time", action="store_true")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--gpus", type=int, default=8, help="GPUs of the sharded memory table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)  # denormals made CPU steps 5x slower on this machine
@@ -284,8 +134,7 @@ def main() -> None:
         print(f"  speed-up                {times['per_length'] / times['masked']:8.2f}x")
         print()
     if not args.skip_memory:
-        rows = memory_table()
-        print(format_memory(rows, 4, 64, 512))
+        print(memory_tables(args.gpus))
 
 
 if __name__ == "__main__":

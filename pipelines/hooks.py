@@ -2,22 +2,26 @@
 
 Nodes and the Ray workers they launch log into this run through `tracking()` ({"uri", "run_id"}). Parameters are
 logged flattened, with anything named like a secret left out. S3 credentials from conf/<env>/credentials.yml are
-exported to the environment boto3 reads, never logged.
+exported to the environment boto3 reads, and the MLflow user and password (`mlflow:` `username`, `password`) to
+the one MLflow clients read (Ray workers inherit both); neither is ever logged.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
 import mlflow
 from kedro.framework.hooks import hook_impl
 
-from deepgen.tracking import flat_params, resolve_uri
+from deepgen import locks
+from deepgen.tracking import flat_params, flush, resolve_uri
 
 log = logging.getLogger(__name__)
 S3_ENV = {"aws_access_key_id": "AWS_ACCESS_KEY_ID", "aws_secret_access_key": "AWS_SECRET_ACCESS_KEY",
           "region_name": "AWS_REGION", "endpoint_url": "DEEPGEN_S3_ENDPOINT_URL"}
+MLFLOW_ENV = {"username": "MLFLOW_TRACKING_USERNAME", "password": "MLFLOW_TRACKING_PASSWORD"}  # basic auth
 
 
 def tracking() -> dict:
@@ -34,22 +38,26 @@ class MlflowRunHook:
     def after_context_created(self, context) -> None:
         self._params = context.params
         credentials = context.config_loader.get("credentials") or {}
-        for key, env in S3_ENV.items():
-            value = (credentials.get("s3") or {}).get(key)
-            if value:
-                os.environ[env] = str(value)
+        for section, names in (("s3", S3_ENV), ("mlflow", MLFLOW_ENV)):
+            for key, env in names.items():
+                value = (credentials.get(section) or {}).get(key)
+                if value:
+                    os.environ[env] = str(value)
         settings = self._params.get("tracking")
         if not settings:
             raise ValueError("parameters: missing 'tracking' (uri, experiment, artifact_root)")
         uri = resolve_uri(settings["uri"])
         mlflow.set_tracking_uri(uri)
         os.environ["MLFLOW_TRACKING_URI"] = uri
-        if mlflow.get_experiment_by_name(settings["experiment"]) is None:
-            root = settings.get("artifact_root")
-            location = None if not root or "://" in root else os.path.abspath(root)
-            mlflow.create_experiment(settings["experiment"],
-                                     artifact_location=f"file://{location}" if location else root)
-        mlflow.set_experiment(settings["experiment"])
+        # two `kedro run`s started together on one SQLite file must not both create its tables or the experiment
+        database = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
+        with locks.held(f"{database}.lock", "MLflow set-up") if database else contextlib.nullcontext():
+            if mlflow.get_experiment_by_name(settings["experiment"]) is None:
+                root = settings.get("artifact_root")
+                location = None if not root or "://" in root else os.path.abspath(root)
+                mlflow.create_experiment(settings["experiment"],
+                                         artifact_location=f"file://{location}" if location else root)
+            mlflow.set_experiment(settings["experiment"])
 
     @hook_impl
     def before_pipeline_run(self, run_params: dict) -> None:
@@ -64,6 +72,7 @@ class MlflowRunHook:
 
     @hook_impl
     def after_pipeline_run(self) -> None:
+        flush(tracking())  # what the nodes in this process held through an outage (it warns if any is lost)
         mlflow.end_run("FINISHED")
 
     @hook_impl

@@ -2,11 +2,13 @@ from kedro.pipeline import Node, Pipeline
 
 from pipelines.evaluation.nodes import evaluate_states
 
+STATES = {"init": "vae_record", "alignment": "alignment_record", "sft": "sft_record", "rl": "rl_record"}
+
 
 def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline([
         Node(evaluate_states,
-             inputs={"curation": "curation_record", "init": "vae_record", "alignment": "alignment_record",
-                     "sft": "sft_record", "evaluation": "params:evaluation", "storage": "params:storage"},
+             inputs={"curation": "curation_record", "evaluation": "params:evaluation", "storage": "params:storage",
+                     **STATES},
              outputs="evaluation", name="evaluate_states"),
     ])

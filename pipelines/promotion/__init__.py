@@ -1,4 +1,4 @@
-"""Promotion: register the final checkpoint and move the `champion` alias when the gate passes."""
+"""Promotion: register the best stage checkpoint and move the `champion` alias when the gate passes."""
 
 from pipelines.promotion.pipeline import create_pipeline
 

@@ -1,12 +1,19 @@
-"""Register the candidate (one registered model per preset) and let the gate decide its alias."""
+"""Promote the run's best stage checkpoint: one registered model per preset, the gate decides its alias."""
 
 from __future__ import annotations
 
-from deepgen.registry import Gate, promote, register
+import torch
+
+from deepgen.eval.promotion import EvaluationContext, PromotionConfig, promote_best
+from deepgen.eval.run import evaluation_settings
+from pipelines.hooks import tracking
 
 
-def register_and_promote(final: dict, evaluation: dict, promotion: dict, model: dict) -> dict:
-    name = promotion["model_name"].format(preset=model["preset"])
-    scores = evaluation[final["stage"]]
-    registered = register(final["checkpoint_uri"], name, scores, final["data_version"])
-    return promote(name, registered["version"], scores, Gate(**promotion["gate"]))
+def register_and_promote(evaluation: dict, curation: dict, promotion: dict, evaluation_params: dict, storage: dict,
+                         model: dict, **records: dict) -> dict:
+    """records: one stage record per candidate input (alignment, sft, ...); `promotion.candidates` picks among them."""
+    torch.set_flush_denormal(True)  # the champion may be re-scored and both models draw the report
+    config = PromotionConfig.from_params(promotion, model["preset"])
+    context = EvaluationContext(curation["heldout_urls"], evaluation_settings(evaluation_params),
+                                storage["evaluation_cache"], tracking())
+    return promote_best(records, evaluation, config, context)

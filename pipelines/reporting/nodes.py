@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from pipelines.hooks import tracking
 
+STAGE_KEYS = ("metrics", "checkpoint_uri", "run_name", "prompt_data_version")
 
-def summarize(curation: dict, vae: dict, alignment: dict, sft: dict, evaluation: dict, registered: dict) -> dict:
+
+def summarize(curation: dict, evaluation: dict, registered: dict, **stages: dict) -> dict:
+    """`stages`: the record of every training stage, by name."""
     run = tracking()
     return {
         "data_version": curation["data_version"],
         "tracking_uri": run["uri"],
         "mlflow_run_id": run["run_id"],
-        "stages": {r["stage"]: {"metrics": r["metrics"], "checkpoint_uri": r["checkpoint_uri"],
-                                "run_name": r["run_name"]} for r in (vae, alignment, sft)},
+        "stages": {r["stage"]: {k: r[k] for k in STAGE_KEYS if k in r} for r in stages.values()},
         "evaluation": evaluation,
         "registered_model": {k: registered[k] for k in ("name", "version", "alias")},
         "promotion_reason": registered["reason"],

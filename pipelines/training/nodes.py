@@ -11,7 +11,8 @@ from pipelines.hooks import tracking
 
 
 def train_stage(name: str, curation: dict, stage: dict, model: dict, storage: dict, ray: dict, evaluation: dict,
-                parent: dict | None = None) -> dict:
+                parent: dict | None = None, prompts: dict | None = None) -> dict:
+    """`prompts`: the RL stage's curated prompt set (its shards stream as "prompts"; its version names the run)."""
     config = StageConfig.from_dict(name, stage)
     if parent:
         init = {"checkpoint": parent["checkpoint_uri"]}
@@ -19,7 +20,10 @@ def train_stage(name: str, curation: dict, stage: dict, model: dict, storage: di
         init = {"preset": model["preset"], "overrides": model.get("overrides") or {}, "seed": model.get("seed", 0),
                 # the resolved config names the run too: a changed preset default must not reuse old weights
                 "resolved": preset(model["preset"], model.get("overrides")).to_dict()}
+    data, version = {"train": curation["train_urls"]}, curation["data_version"]
+    if prompts:
+        data["prompts"], version = prompts["train_urls"], f"{version}+{prompts['data_version']}"
     previews = select(list(read_samples(curation["heldout_urls"])), 1)[: evaluation.get("preview_count", 8)]
-    record = run_stage(config, init, curation["train_urls"], curation["data_version"], storage["runs"], tracking(),
-                       previews if config.objective == "flow" else None, ray.get("address"))
-    return {**record, "data_version": curation["data_version"]}
+    record = run_stage(config, init, data, version, storage["runs"], tracking(), previews, ray.get("address"))
+    extra = {"prompt_data_version": prompts["data_version"]} if prompts else {}
+    return {**record, "data_version": curation["data_version"], **extra}

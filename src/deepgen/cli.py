@@ -12,10 +12,11 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "check-contamination": ("deepgen.curation.contamination_cli", "flag prompts that match public benchmark prompts"),
-    "describe": ("deepgen.model.describe", "parameter counts per component and training stage (no download)"),
+    "describe": ("deepgen.model.describe", "parameter counts per component and stage, or GiB per GPU (--memory); no download"),
     "generate": ("deepgen.inference.cli_generate", "text-to-image from a prompt or a prompt file, written as PNGs"),
     "edit": ("deepgen.inference.cli_edit", "edit one or more reference images by an instruction, written as PNGs"),
     "convert": ("deepgen.model.convert", "convert an official DeepGen-1.0 checkpoint into a deepgen checkpoint"),
+    "registry": ("deepgen.registry.cli", "registered models: list, show, promote by hand, roll the champion back"),
 }
 
 

@@ -11,10 +11,8 @@ import torch
 
 from deepgen import storage
 from deepgen.model.checkpoint import load_checkpoint, save_checkpoint
-from deepgen.model.lora import lora_layers, merge_lora, set_lora_enabled
+from deepgen.model.lora import LoRAConfig, add_lora, lora_layers, merge_lora, set_lora_enabled
 from deepgen.registry import load_model
-from deepgen.train.config import LoRAConfig
-from deepgen.train.freeze import add_lora
 
 PROMPTS = ["a red circle at the top", "two green squares"]
 

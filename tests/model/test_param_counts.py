@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from deepgen.model.config import preset
-from deepgen.model.describe import describe, format_report, meta_model
+from deepgen.model.describe import describe, format_report
+from deepgen.model.schedule import meta_model
 from deepgen.model.scb import tap_indices
 
 

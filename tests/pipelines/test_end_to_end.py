@@ -16,10 +16,13 @@ ROOT = Path(__file__).resolve().parents[2]
 SMALL = {
     "curation.num_samples": 360, "curation.shard_max_count": 100,
     "vae.steps": 12, "vae.checkpoint_every": 6, "alignment.steps": 12, "alignment.checkpoint_every": 6,
-    "sft.steps": 6, "sft.checkpoint_every": 6, "evaluation.per_category": 2, "evaluation.steps": 2,
+    "sft.steps": 6, "sft.checkpoint_every": 6, "rl.steps": 2, "rl.checkpoint_every": 2,
+    "rl.grpo.prompts_per_worker": 1, "rl.grpo.group_size": 2, "rl.grpo.sample_steps": 3, "evaluation.per_category": 2, "evaluation.steps": 2,
     "evaluation.per_category_overrides.single_object": 4,
     **{f"evaluation.per_category_overrides.{c}": 2 for c in ("two_objects", "counting", "colors", "position",
                                                              "color_attr")},
+    **{f"evaluation.per_category_overrides.edit_{k}": 2 for k in ("recolor", "move", "remove", "add", "replace",
+                                                                  "background")},
     "evaluation.preview_count": 2,
 }
 
@@ -47,12 +50,19 @@ def test_summary_has_every_part_of_the_chain(first_run):
                             "registered_model"}
     curation = json.loads((data_root / "03_primary" / "curation_record.json").read_text())
     assert summary["data_version"] == curation["data_version"]
-    for stage in ("vae", "alignment", "sft"):
+    for stage in ("vae", "alignment", "sft", "rl"):
         assert Path(summary["stages"][stage]["checkpoint_uri"], "config.json").is_file()
-    for state in ("init", "alignment", "sft"):
+    assert summary["stages"]["rl"]["prompt_data_version"] not in ("", summary["data_version"])
+    for state in ("init", "alignment", "sft", "rl"):
         scores = summary["evaluation"][state]
         for key in ("single_object_color", "single_object_position", "single_object_shape", "overall"):
             assert 0.0 <= scores[key] <= 1.0
+        assert 0.0 <= scores["reward"] <= 1.0 and scores["reward.n"] > 0
+    baselines = summary["evaluation"]["baseline_source"], summary["evaluation"]["baseline_target"]
+    assert baselines[0]["edits_followed"] == 0.0 and baselines[1]["edits_followed.n"] == 12
+    assert {"edits_followed", "edits_preserved", "edits_both", "two_objects_found"} <= scores.keys()
+    paired = summary["evaluation"]["rl_vs_sft"]
+    assert paired["ci_low"] <= paired["delta"] <= paired["ci_high"] and paired["n"] == scores["reward.n"]
 
 
 def test_summary_agrees_with_mlflow(first_run):
@@ -64,7 +74,7 @@ def test_summary_agrees_with_mlflow(first_run):
     assert run.data.tags["data_version"] == summary["data_version"]
     assert any(m.key == "alignment/loss" for m in client.get_metric_history(run.info.run_id, "alignment/loss"))
     artifacts = [a.path for a in client.list_artifacts(run.info.run_id, "evaluation")]
-    assert any(p.endswith("sft_samples.png") for p in artifacts)
+    assert any(p.endswith("sft_samples.png") for p in artifacts) and any(p.endswith("sft_edits.png") for p in artifacts)
     reg = summary["registered_model"]
     assert reg["alias"] == "champion"
     champion = client.get_model_version_by_alias(reg["name"], "champion")

@@ -25,7 +25,7 @@ import json, sys
 from deepgen.train.config import StageConfig
 from deepgen.train.launch import run_stage
 stage, init, urls, runs = json.loads(sys.argv[1])
-print(json.dumps(run_stage(StageConfig.from_dict("alignment", stage), init, urls, "v-test", runs)))
+print(json.dumps(run_stage(StageConfig.from_dict("alignment", stage), init, {"train": urls}, "v-test", runs)))
 """
 
 

@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
+import uuid
 from pathlib import Path
 
 import torch
@@ -24,6 +27,7 @@ from safetensors.torch import load_file, save_file
 
 from deepgen.model.config import ModelConfig
 from deepgen.model.deepgen import DeepGen
+from deepgen.model.lora import LoRAConfig, add_lora
 from deepgen.model.tokenizer import load_tokenizer
 
 COMPONENT_FILES = {"vlm": "encoder", "scb": "scb", "dit": "dit", "vae": "vae"}
@@ -34,20 +38,46 @@ MAX_SHARD_SIZE = 5 * 10**9  # bytes, as Hugging Face's default "5GB"
 
 def save_checkpoint(model: DeepGen, folder: str | Path, extra: dict | None = None,
                     max_shard_size: int = MAX_SHARD_SIZE) -> Path:
-    """Write every component (contiguous CPU copies; tied weights stored once by safetensors' rules)."""
+    """Write every component (contiguous CPU copies; tied weights stored once by safetensors' rules).
+
+    Everything goes to a hidden folder beside `folder`, renamed into place once complete: a write that fails half
+    way (disk full, a killed worker) leaves `folder` as it was and nothing half-written under a checkpoint's name.
+    """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    model.cfg.vae.scaling_factor = float(model.vae.config.scaling_factor)
-    model.cfg.vae.shift_factor = float(model.vae.config.shift_factor)
-    lora = getattr(model, "lora", None)
-    config = {"model": model.cfg.to_dict(), "lora": dataclasses.asdict(lora) if lora else None, **(extra or {})}
-    for name, attr in COMPONENT_FILES.items():
-        state = {k: v.detach().to("cpu").contiguous() for k, v in getattr(model, attr).state_dict().items()}
-        save_component(_untie(state), folder, name, max_shard_size)
-    model.tokenizer.save_pretrained(str(folder / "tokenizer"))
-    (folder / VLM_CONFIG_FILE).write_text(model.encoder.vlm.config.to_json_string())
-    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+    if folder.is_dir() and any(folder.iterdir()) and not (folder / CONFIG_FILE).is_file():
+        raise FileExistsError(f"refusing to replace {folder}: it holds files and is not a deepgen checkpoint")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}.partial"
+    staging.mkdir()
+    try:
+        model.cfg.vae.scaling_factor = float(model.vae.config.scaling_factor)
+        model.cfg.vae.shift_factor = float(model.vae.config.shift_factor)
+        lora = getattr(model, "lora", None)
+        config = {"model": model.cfg.to_dict(), "lora": dataclasses.asdict(lora) if lora else None, **(extra or {})}
+        for name, attr in COMPONENT_FILES.items():
+            state = {k: v.detach().to("cpu").contiguous() for k, v in getattr(model, attr).state_dict().items()}
+            save_component(_untie(state), staging, name, max_shard_size)
+        model.tokenizer.save_pretrained(str(staging / "tokenizer"))
+        (staging / VLM_CONFIG_FILE).write_text(model.encoder.vlm.config.to_json_string())
+        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2, sort_keys=True))
+        _move_into_place(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already after a successful rename
     return folder
+
+
+def _move_into_place(staging: Path, folder: Path) -> None:
+    """rename(2) of a complete folder: atomic onto a new or empty name; an older checkpoint there is moved aside
+    first (so for that moment a reader finds no checkpoint, never a mixed one) and deleted after."""
+    if folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+    if not folder.exists():
+        os.rename(staging, folder)
+        return
+    old = folder.parent / f".{folder.name}.{uuid.uuid4().hex[:8]}.old"
+    os.rename(folder, old)
+    os.rename(staging, folder)
+    shutil.rmtree(old)
 
 
 def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu",
@@ -57,9 +87,6 @@ def load_checkpoint(folder: str | Path, device: str | torch.device = "cpu",
     The checkpoint holds every weight, so `pretrained` folders named in its config are not read again.
     """
     from accelerate import init_empty_weights
-
-    from deepgen.train.config import LoRAConfig
-    from deepgen.train.freeze import add_lora
 
     folder = Path(folder)
     if not (folder / CONFIG_FILE).is_file():

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import dataclass
 
 import torch
 from PIL import Image
@@ -20,13 +21,29 @@ from torch import nn
 from deepgen.model import vae as vae_ops
 from deepgen.model.config import ModelConfig
 from deepgen.model.dit import build_dit, dit_forward
-from deepgen.model.flow import euler_sample, guided, noisy_latents, training_sigmas
+from deepgen.model.flow import noisy_latents, training_sigmas
+from deepgen.model.sampling import euler_sample, guided
 from deepgen.model.scb import StackedChannelBridge
 from deepgen.model.tokenizer import build_tiny_tokenizer, load_tokenizer
 from deepgen.model.vae import build_vae
 from deepgen.model.vlm import PromptEncoder, build_vlm
 
 Refs = list[list[Image.Image]] | None  # per sample: its reference images (empty list for text-to-image)
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """What the DiT sees for one group of prompts: (context_BLD, pooled_BP, mask_BL | None) for the prompts and,
+    with guidance, for the negative prompts; the clean latents of each reference image (edits)."""
+
+    cond: tuple
+    uncond: tuple | None
+    ref_latents: list[torch.Tensor]
+
+    def select(self, idx: torch.Tensor) -> "Conditioning":
+        """The conditioning of samples `idx` only (RL trains on sub-batches of a rollout)."""
+        pick = lambda half: None if half is None else tuple(None if t is None else t[idx] for t in half)  # noqa: E731
+        return Conditioning(pick(self.cond), pick(self.uncond), [lat[idx] for lat in self.ref_latents])
 
 
 def build_tokenizer(cfg: ModelConfig):
@@ -183,33 +200,65 @@ class DeepGen(nn.Module):
 
     def _sample(self, prompts, refs, negatives, size, seeds, steps, guidance, progress) -> list[Image.Image]:
         """One group: same output size and same reference layout, so the batch stacks."""
-        height, width = size
-        multiple = self.cfg.size_multiple
-        if height % multiple or width % multiple:
-            raise ValueError(f"output size {width}x{height}: sides must be multiples of {multiple}")
+        cond = self.conditioning(prompts, refs, negatives, guidance)
+        noise = torch.stack([torch.randn(self.latent_shape(size), generator=torch.Generator().manual_seed(s))
+                             for s in seeds]).to(self.device)
+        latents = euler_sample(self.guided_velocity(cond, guidance), noise, steps, self.cfg.flow.shift, progress)
+        return self.decode(latents)
+
+    def conditioning(self, prompts: list[str], refs: Refs = None, negatives: list[str] | None = None,
+                     guidance: float = 1.0) -> Conditioning:
+        """Everything the DiT is conditioned on for one group of prompts (same reference layout). The unconditional
+        half is built only when guidance is on; `negatives` default to "" (the edit negative prompt for edits)."""
+        refs = list(refs) if refs else [[] for _ in prompts]
         edit = any(refs)
-        if self.cfg.scb.mask_padding:  # both halves in one masked batch: one DiT call per step
-            halves = [(*self.condition(list(prompts) + list(negatives), list(refs) * 2 if edit else None), 2)]
-        else:  # the release's bridge mixes padding in: the halves are conditioned and run apart
-            halves = [(*self.condition(list(texts), refs if edit else None), 1) for texts in (prompts, negatives)]
+        if negatives is None:
+            negatives = [self.cfg.flow.edit_negative_prompt if r else "" for r in refs]
         ref_latents = []
         if edit:
             ref_latents = [self.encode_images(torch.stack([pil_to_tensor(r[j]) for r in refs]).to(self.device))
                            for j in range(len(refs[0]))]
-        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
-        shape = (self.vae.config.latent_channels, height // factor, width // factor)
-        noise = torch.stack([torch.randn(shape, generator=torch.Generator().manual_seed(s))
-                             for s in seeds]).to(self.device)
+        if guidance == 1.0:
+            return Conditioning(self.condition(list(prompts), refs if edit else None), None, ref_latents)
+        if self.cfg.scb.mask_padding:  # both halves in one masked batch: one VLM call
+            context, pooled, mask = self.condition(list(prompts) + list(negatives), refs * 2 if edit else None)
+            n = len(prompts)
+            return Conditioning((context[:n], pooled[:n], mask[:n]), (context[n:], pooled[n:], mask[n:]), ref_latents)
+        # the release's bridge mixes padding in: the halves are conditioned (and later run) apart
+        return Conditioning(self.condition(list(prompts), refs if edit else None),
+                            self.condition(list(negatives), refs if edit else None), ref_latents)
+
+    def guided_velocity(self, cond: Conditioning, guidance: float = 1.0, dit: nn.Module | None = None):
+        """(x_BCHW, sigma_B) -> velocity with classifier-free guidance, from `dit` (default: this model's; RL passes
+        its frozen reference copy). With a masked bridge both halves run as one DiT call per step."""
+        dit = self.dit if dit is None else dit
+
+        def run(x, sigma, context, pooled, mask):
+            n = context.shape[0] // x.shape[0]
+            refs = [lat.repeat(n, 1, 1, 1) for lat in cond.ref_latents] or None
+            return dit_forward(dit, x.repeat(n, 1, 1, 1), context, pooled, sigma.repeat(n) * 1000.0, refs, mask)
 
         def velocity(x, sigma):
-            cond, uncond = torch.cat([
-                self.velocity(x.repeat(n, 1, 1, 1), sigma.repeat(n), context, pooled,
-                              [lat.repeat(n, 1, 1, 1) for lat in ref_latents] or None, mask)
-                for context, pooled, mask, n in halves]).chunk(2)
-            return guided(cond, uncond, guidance)
+            if cond.uncond is None or guidance == 1.0:
+                return run(x, sigma, *cond.cond)
+            if self.cfg.scb.mask_padding:
+                both = [torch.cat([a, b]) for a, b in zip(cond.cond, cond.uncond)]
+                return guided(*run(x, sigma, *both).chunk(2), guidance)
+            return guided(run(x, sigma, *cond.cond), run(x, sigma, *cond.uncond), guidance)
 
-        latents = euler_sample(velocity, noise, steps, self.cfg.flow.shift, progress)
-        return [tensor_to_pil(img) for img in vae_ops.decode(self.vae, latents)]
+        return velocity
+
+    def latent_shape(self, size: tuple[int, int]) -> tuple[int, int, int]:
+        """(C, h, w) of the latent for an output of (height, width); sides must be multiples of `size_multiple`."""
+        height, width = size
+        multiple = self.cfg.size_multiple
+        if height % multiple or width % multiple:
+            raise ValueError(f"output size {width}x{height}: sides must be multiples of {multiple}")
+        factor = 2 ** (len(self.vae.config.block_out_channels) - 1)
+        return (self.vae.config.latent_channels, height // factor, width // factor)
+
+    def decode(self, latents_BCHW: torch.Tensor) -> list[Image.Image]:
+        return [tensor_to_pil(img) for img in vae_ops.decode(self.vae, latents_BCHW)]
 
     def fit_reference(self, image: Image.Image) -> Image.Image:
         """RGB copy resized as the release does: longer side `image_size`, sides multiples of `size_multiple`."""

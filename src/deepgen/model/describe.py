@@ -1,8 +1,9 @@
 """`deepgen describe`: parameter counts per component and per training stage, from the real modules, no download.
 
 The model is built on the meta device (shapes only, no memory, no weights), so the full 6.5B-parameter preset is
-described in about a second on a laptop. Stage counts come from the training code's own freeze schedule
-(`deepgen.train.freeze.apply_schedule`), so they are what a stage would actually train, LoRA included.
+described in about a second on a laptop. Stage counts come from the freeze rule training applies
+(`deepgen.model.schedule.freeze`), so they are what a stage would actually train, LoRA included. With `--memory`,
+the GiB per GPU and the largest micro-batch per stage (`deepgen.model.memory`).
 """
 
 from __future__ import annotations
@@ -13,46 +14,15 @@ from pathlib import Path
 
 import torch
 
-from deepgen.model.config import ModelConfig, preset
+from deepgen.model.config import preset
 from deepgen.model.deepgen import DeepGen
-from deepgen.model.tokenizer import build_tiny_tokenizer
-
-COMPONENTS = {"vlm": "encoder", "scb": "scb", "dit": "dit", "vae": "vae"}
-
-# The paper's schedule (DESIGN.md §1): what each stage trains. Keys as in conf/base/parameters_training.yml.
-PAPER_STAGES: dict[str, dict] = {
-    "alignment": {"trainable": ["scb"]},
-    "sft": {"trainable": ["scb", "dit", "vlm"], "lora": {"rank": 64, "alpha": 128, "dropout": 0.05}},
-    "rl": {"trainable": ["dit"]},
-}
-
-
-def meta_model(cfg: ModelConfig, stage: dict | None = None) -> DeepGen:
-    """DeepGen with meta tensors; with `stage`, its freeze schedule applied (and LoRA injected when it has one).
-
-    Pretrained folders are not read (their architecture is the config's); the tokenizer is the offline one, which
-    only supplies special-token ids (the vocabulary size comes from the config).
-    """
-    cfg = ModelConfig.from_dict(cfg.to_dict())
-    for part in (cfg.vlm, cfg.dit, cfg.vae):
-        part.pretrained = None
-    with torch.device("meta"):
-        model = DeepGen(cfg, build_tiny_tokenizer(min(cfg.vlm.vocab_size, 1024)))
-    return apply_stage(model, stage) if stage is not None else model
-
-
-def apply_stage(model: DeepGen, stage: dict) -> DeepGen:
-    from deepgen.train.config import StageConfig
-    from deepgen.train.freeze import apply_schedule
-
-    with torch.device("meta"):
-        apply_schedule(model, StageConfig.from_dict(stage.get("name", "stage"), stage))
-    return model
+from deepgen.model.memory import format_plan, memory_plan
+from deepgen.model.schedule import COMPONENT_MODULES, PAPER_STAGES, apply_stage, meta_model
 
 
 def component_counts(model: DeepGen) -> dict[str, dict[str, int]]:
     out = {}
-    for name, attr in COMPONENTS.items():
+    for name, attr in COMPONENT_MODULES.items():
         module = getattr(model, attr)
         params = sum(p.numel() for p in module.parameters())
         buffers = sum(b.numel() for _, b in module.named_buffers() if _persistent(module, _))
@@ -112,6 +82,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="full", help="model preset: full or tiny")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
     parser.add_argument("--stages", help="a parameters file with stage blocks (default: the paper's schedule)")
+    parser.add_argument("--memory", action="store_true",
+                        help="GiB per GPU and the largest micro-batch per stage instead of parameter counts "
+                             "(exit 1 when a stage does not fit)")
+    parser.add_argument("--gpus", type=int, default=8, help="GPUs a stage runs on (with --memory)")
+    parser.add_argument("--card-gib", type=float, default=80.0, help="memory of one GPU in GiB (with --memory)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -119,9 +94,19 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         stages = load_stages(args.stages) if args.stages else None
-        report = describe(args.preset, stages)
+        if args.memory:
+            plan = memory_plan(preset(args.preset), stages or PAPER_STAGES, args.gpus, args.card_gib)
+        else:
+            report = describe(args.preset, stages)
     except (ValueError, FileNotFoundError) as err:
         print(f"deepgen describe: {err}", file=sys.stderr)
         return 2
-    print(json.dumps(report, indent=2) if args.json else format_report(report))
-    return 0
+    if not args.memory:
+        print(json.dumps(report, indent=2) if args.json else format_report(report))
+        return 0
+    print(json.dumps(plan, indent=2) if args.json else format_plan(plan))
+    too_big = [name for name, stage in plan["stages"].items() if stage["micro_batch"] < 1]
+    if too_big:
+        print(f"deepgen describe: stage(s) {too_big} do not fit {args.card_gib:g} GiB on {args.gpus} GPU(s)",
+              file=sys.stderr)
+    return 1 if too_big else 0

@@ -1,4 +1,4 @@
-"""Flow matching: the training target and the Euler sampler with classifier-free guidance.
+"""Flow matching: the noise-level grid and the training target (samplers live in `deepgen.model.sampling`).
 
 Rectified flow as in SD3: x_s = (1 - s) x0 + s eps, the DiT predicts v = eps - x0, s in (0, 1]. Training draws s from
 the scheduler's shifted grid (shift 3.0 for SD3.5 at 512 px); sampling integrates dx/ds = v from s=1 to 0 in Euler
@@ -6,8 +6,6 @@ steps on the same shifted grid. The DiT's timestep input is s * 1000.
 """
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import torch
 
@@ -27,23 +25,3 @@ def training_sigmas(batch: int, num_train_timesteps: int, shift: float, generato
 def noisy_latents(x0: torch.Tensor, noise: torch.Tensor, sigma_B: torch.Tensor) -> torch.Tensor:
     s = sigma_B.view(-1, *([1] * (x0.dim() - 1)))
     return (1 - s) * x0 + s * noise
-
-
-VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (x_BCHW, sigma_B) -> v_BCHW
-
-
-@torch.no_grad()
-def euler_sample(velocity: VelocityFn, noise: torch.Tensor, num_steps: int, shift: float, progress=None):
-    """Integrate from pure noise (s=1) to data (s=0); `velocity` already applies CFG."""
-    sigmas = shifted_sigmas(num_steps, shift).to(noise.device)
-    x = noise
-    steps = range(num_steps) if progress is None else progress(range(num_steps))
-    for i in steps:
-        s, s_next = sigmas[i], sigmas[i + 1]
-        v = velocity(x, s.expand(x.shape[0]))
-        x = x + (s_next - s) * v
-    return x
-
-
-def guided(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
-    return uncond + scale * (cond - uncond)

@@ -5,15 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from deepgen.model.lora import LoRAConfig
+from deepgen.rl.config import GRPOConfig
+
+OBJECTIVES = ("flow", "vae", "grpo")  # deepgen.train.objectives registers one plug-in under each name
 COMPONENTS = ("vlm", "scb", "dit", "vae")
-
-
-@dataclass
-class LoRAConfig:
-    rank: int = 64
-    alpha: int = 128
-    dropout: float = 0.05
-    target_modules: str = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
 
 
 @dataclass
@@ -42,7 +38,7 @@ class ScalingConfig:
 @dataclass
 class StageConfig:
     name: str
-    objective: str = "flow"  # "flow" (DiT flow matching) or "vae" (autoencoder reconstruction)
+    objective: str = "flow"  # "flow" (DiT flow matching), "vae" (autoencoder reconstruction) or "grpo" (RL)
     trainable: tuple[str, ...] = ("scb",)
     lora: LoRAConfig | None = None
     steps: int = 1000
@@ -56,6 +52,7 @@ class StageConfig:
     log_every: int = 10
     checkpoint_every: int = 200
     seed: int = 0
+    grpo: GRPOConfig | None = None  # objective "grpo": rollouts, rewards, PPO and KL settings
     note: str = ""  # why this schedule (e.g. what the tiny run must learn from scratch), logged as a param
 
     @classmethod
@@ -68,8 +65,12 @@ class StageConfig:
         bad = sorted(set(data.get("trainable", ())) - set(COMPONENTS))
         if bad:
             raise ValueError(f"stage {name!r}: unknown trainable component(s) {bad}; choose from {COMPONENTS}")
-        if data.get("objective", "flow") not in ("flow", "vae"):
-            raise ValueError(f"stage {name!r}: objective must be 'flow' or 'vae', got {data['objective']!r}")
+        if data.get("objective", "flow") not in OBJECTIVES:
+            raise ValueError(f"stage {name!r}: objective must be one of {OBJECTIVES}, got {data['objective']!r}")
+        if data.get("grpo") is not None or data.get("objective") == "grpo":
+            if data.get("objective") != "grpo":
+                raise ValueError(f"stage {name!r}: a `grpo:` block needs objective 'grpo'")
+            data["grpo"] = GRPOConfig.from_dict(data.get("grpo"), where=f"{name}.grpo")
         if data.get("precision", "fp32") not in ("fp32", "bf16"):
             raise ValueError(f"stage {name!r}: precision must be 'fp32' or 'bf16', got {data['precision']!r}")
         data["trainable"] = tuple(data.get("trainable", ("scb",)))

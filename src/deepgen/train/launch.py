@@ -2,7 +2,8 @@
 
 The run name is a hash of everything that determines the result (stage config, initial weights, data), so re-running
 the same stage finds its own folder: a finished run is returned as it is (its record.json), an interrupted one is
-resumed by Ray Train from its latest checkpoint, and a changed config trains anew beside it.
+resumed by Ray Train from its latest checkpoint, and a changed config trains anew beside it. Two runs of the same
+stage at once take turns on a lock beside the folder (`<name>.lock`): the second reuses the first one's record.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import logging
 import os
 from pathlib import Path
 
-from deepgen import storage
+from deepgen import locks, storage
 from deepgen.train.config import StageConfig
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,7 @@ def ensure_ray(address: str | None = None) -> None:
 
 
 def _storage(storage_uri: str):
-    """Ray Train's (storage_path, filesystem): S3 goes through pyarrow with our endpoint setting."""
+    """Ray Train's (storage_path, filesystem): S3 goes through pyarrow with our endpoint and retry settings."""
     if not storage.is_s3(storage_uri):
         path = Path(storage_uri).resolve()
         path.mkdir(parents=True, exist_ok=True)
@@ -52,15 +53,18 @@ def _storage(storage_uri: str):
     from pyarrow import fs
 
     endpoint = os.environ.get("DEEPGEN_S3_ENDPOINT_URL")
-    filesystem = fs.S3FileSystem(endpoint_override=endpoint) if endpoint else fs.S3FileSystem()
+    retry = fs.AwsStandardS3RetryStrategy(max_attempts=storage.max_attempts())
+    filesystem = (fs.S3FileSystem(endpoint_override=endpoint, retry_strategy=retry) if endpoint
+                  else fs.S3FileSystem(retry_strategy=retry))
     return storage_uri[len("s3://"):], filesystem
 
 
-def run_stage(stage: StageConfig, init: dict, train_urls: list[str], data_version: str, storage_uri: str,
+def run_stage(stage: StageConfig, init: dict, data: dict[str, list[str]], data_version: str, storage_uri: str,
               tracking: dict | None = None, preview_prompts: list[dict] | None = None,
               ray_address: str | None = None) -> dict:
-    """Train `stage` from `init` ({"checkpoint": uri} or {"preset": name, "seed": n}) on `train_urls`, the shards
-    of `data_version` (the version, not the paths, names the run: moving the data folder retrains nothing)."""
+    """Train `stage` from `init` ({"checkpoint": uri} or {"preset": name, "seed": n}) on `data` (stream name ->
+    shard URLs: "train", and for RL "prompts"), the shards of `data_version` (the version, not the paths, names the
+    run: moving the data folder retrains nothing)."""
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
@@ -73,25 +77,30 @@ def run_stage(stage: StageConfig, init: dict, train_urls: list[str], data_versio
     if storage.exists(record_uri):
         log.info("stage %s: finished run %s found, reusing it", stage.name, name)
         return json.loads(storage.read_bytes(record_uri))
-    log.info("stage %s: training run %s (%d steps, %d workers)", stage.name, name, stage.steps,
-             stage.scaling.num_workers)
-    ensure_ray(ray_address)
-    resources = {"CPU": stage.scaling.cpus_per_worker}
-    if stage.scaling.use_gpu:
-        resources["GPU"] = 1
-    trainer = TorchTrainer(
-        train_loop,
-        train_loop_config={"stage": dataclasses.asdict(stage), "init": init, "train_urls": train_urls,
-                           "tracking": tracking, "preview_prompts": preview_prompts},
-        scaling_config=ScalingConfig(num_workers=stage.scaling.num_workers, use_gpu=stage.scaling.use_gpu,
-                                     resources_per_worker=resources),
-        run_config=RunConfig(name=name, storage_path=path, storage_filesystem=filesystem,
-                             checkpoint_config=CheckpointConfig(num_to_keep=2)),
-    )
-    result = trainer.fit()
-    checkpoint = result.checkpoint.path
-    checkpoint_uri = f"s3://{checkpoint}" if storage.is_s3(storage_uri) else checkpoint
-    record = {"stage": stage.name, "run_name": name, "checkpoint_uri": storage.join(checkpoint_uri, "model"),
-              "metrics": dict(result.metrics or {}), "steps": stage.steps}
-    storage.write_bytes(record_uri, json.dumps(record, indent=2, sort_keys=True).encode())
-    return record
+    # one trainer per run folder: a concurrent run of the same stage waits here, then reuses the finished record
+    with locks.held(f"{run_uri}.lock", f"stage {stage.name} run {name}"):
+        if storage.exists(record_uri):
+            log.info("stage %s: run %s was finished by a concurrent run, reusing it", stage.name, name)
+            return json.loads(storage.read_bytes(record_uri))
+        log.info("stage %s: training run %s (%d steps, %d workers)", stage.name, name, stage.steps,
+                 stage.scaling.num_workers)
+        ensure_ray(ray_address)
+        resources = {"CPU": stage.scaling.cpus_per_worker}
+        if stage.scaling.use_gpu:
+            resources["GPU"] = 1
+        trainer = TorchTrainer(
+            train_loop,
+            train_loop_config={"stage": dataclasses.asdict(stage), "init": init, "data": data,
+                               "tracking": tracking, "preview_prompts": preview_prompts},
+            scaling_config=ScalingConfig(num_workers=stage.scaling.num_workers, use_gpu=stage.scaling.use_gpu,
+                                         resources_per_worker=resources),
+            run_config=RunConfig(name=name, storage_path=path, storage_filesystem=filesystem,
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
+        )
+        result = trainer.fit()
+        checkpoint = result.checkpoint.path
+        checkpoint_uri = f"s3://{checkpoint}" if storage.is_s3(storage_uri) else checkpoint
+        record = {"stage": stage.name, "run_name": name, "checkpoint_uri": storage.join(checkpoint_uri, "model"),
+                  "metrics": dict(result.metrics or {}), "steps": stage.steps}
+        storage.write_bytes(record_uri, json.dumps(record, indent=2, sort_keys=True).encode())
+        return record

@@ -16,7 +16,6 @@ from pathlib import Path
 import ray.train
 import ray.train.torch
 import torch
-from torch import nn
 from tqdm import tqdm
 
 from deepgen import tracking as mlflow_log
@@ -24,36 +23,10 @@ from deepgen.model import vae as vae_ops
 from deepgen.model.checkpoint import load_checkpoint, save_checkpoint
 from deepgen.model.config import preset
 from deepgen.model.deepgen import DeepGen
-from deepgen.train.batches import batches, sample_stream
 from deepgen.train.config import StageConfig
 from deepgen.train.freeze import apply_schedule, param_groups
+from deepgen.train.objectives import ObjectiveContext, build_objective
 from deepgen.train.preview import preview_grid
-
-
-class Objective(nn.Module):
-    """What DDP wraps: forward(batch) -> loss, so gradient sync hooks fire on the stage's real computation."""
-
-    def __init__(self, model: DeepGen, kind: str, crop: int = 0, foreground_weight: float = 0.0):
-        super().__init__()
-        self.model, self.kind, self.crop, self.foreground_weight = model, kind, crop, foreground_weight
-
-    def forward(self, batch: dict) -> torch.Tensor:
-        if self.kind == "vae":
-            images = torch.cat([batch["images"], batch["ref_images"][[bool(r) for r in batch["refs"]]]])
-            loss, _ = vae_ops.vae_loss(self.model.vae, random_crop(images, self.crop).to(self.model.device),
-                                          foreground_weight=self.foreground_weight)
-            return loss
-        return self.model.flow_loss(batch["images"].to(self.model.device), batch["captions"], batch["refs"],
-                                    batch["ref_images"].to(self.model.device))
-
-
-def random_crop(images_B3HW: torch.Tensor, size: int) -> torch.Tensor:
-    """One random window per batch (cheap, and the autoencoder is translation-equivariant anyway)."""
-    height, width = images_B3HW.shape[-2:]
-    if not size or size >= min(height, width):
-        return images_B3HW
-    top, left = (int(torch.randint(0, d - size + 1, ())) for d in (height, width))
-    return images_B3HW[..., top:top + size, left:left + size]
 
 
 def init_model(init: dict) -> DeepGen:
@@ -94,12 +67,17 @@ def train_loop(config: dict) -> None:
         model = init_model(config["init"])
     # Noise, timesteps, caption dropout, crops and LoRA init draw from torch's global generator: seeded per stage, rank
     # and start step (like the data stream), so the same configuration gives the same run; it drew fresh entropy before
-    torch.manual_seed(stage.seed * 1000 + rank + 7919 * start)
+    seed = stage.seed * 1000 + rank + 7919 * start
+    torch.manual_seed(seed)
     counts = apply_schedule(model, stage)
-    if stage.objective == "flow" and not any(p.requires_grad for p in model.vae.parameters()):
+    if not any(p.requires_grad for p in model.vae.parameters()):
         model.latent_cache = vae_ops.LatentCache()  # frozen VAE: encode each distinct image once
-    if stage.steps == 0:  # e.g. the full preset's VAE stage: package the pretrained initial weights as a checkpoint
-        _report(model, None, None, stage, 0, rank, config, {"step": 0})
+    tracking = config.get("tracking") if rank == 0 else None
+    objective = build_objective(model, stage, ObjectiveContext(
+        data=config["data"], seed=seed, init=config["init"], rank=rank, tracking=tracking,
+        all_reduce_mean=_all_reduce_mean))
+    if stage.steps == 0:  # e.g. the full preset's VAE stage: package the initial weights as a checkpoint, unchanged
+        _report(objective, None, None, 0, rank, config, {"step": 0})
         return
     model.train()
     groups = param_groups(model, stage)
@@ -113,7 +91,6 @@ def train_loop(config: dict) -> None:
     if resumed:
         opt.load_state_dict(trainer_state["optimizer"])
         sched.load_state_dict(trainer_state["scheduler"])
-    tracking = config.get("tracking") if rank == 0 else None
     if rank == 0 and start == 0:
         mlflow_log.log_params(tracking, {f"{stage.name}.trainable.{k}": str(v) for k, v in counts.items()})
     # broadcast_buffers off: the model's buffers (rotary frequencies, positional tables) never change in training,
@@ -124,64 +101,63 @@ def train_loop(config: dict) -> None:
     # (layers above the deepest SCB tap never reach the loss; the vision tower idles without reference images), so
     # it is on only when the VLM trains (without it DDP fails at SFT's second step).
     vlm_trainable = any(p.requires_grad for p in model.encoder.parameters())
-    ddp = ray.train.torch.prepare_model(Objective(model, stage.objective, stage.crop, stage.foreground_weight),
-                                        parallel_strategy_kwargs={"find_unused_parameters": vlm_trainable,
-                                                                  "broadcast_buffers": False})
-    stream = batches(sample_stream(config["train_urls"], seed=stage.seed * 1000 + rank + 7919 * start,
-                                   keep=stage.keep), stage.batch_size)
-    window, tic = [], time.time()
+    ddp = ray.train.torch.prepare_model(objective, parallel_strategy_kwargs={"find_unused_parameters": vlm_trainable,
+                                                                             "broadcast_buffers": False})
+    stream = objective.batches()
+    window, extras, tic = [], {}, time.time()
     bar = tqdm(range(start, stage.steps), desc=stage.name, disable=rank != 0, mininterval=15, initial=start,
                total=stage.steps)
     autocast = torch.autocast(ray.train.torch.get_device().type, dtype=torch.bfloat16,
                               enabled=stage.precision == "bf16")
     for step in bar:
         with autocast:
-            loss = ddp(next(stream))
+            loss, step_metrics = ddp(next(stream))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(params, stage.optim.grad_clip)
         opt.step()
         sched.step()
         window.append(loss.item())
+        for key, value in step_metrics.items():
+            extras.setdefault(key, []).append(value)
         done = step + 1
+        if done == stage.steps:
+            objective.finish()
         if done % stage.log_every == 0 or done == stage.steps:
+            elapsed = time.time() - tic
             metrics = {f"{stage.name}/loss": sum(window) / len(window), f"{stage.name}/grad_norm": float(grad_norm),
                        f"{stage.name}/lr": stage.optim.lr * schedule(done),  # before lr_scale
+                       f"{stage.name}/step_s": elapsed / len(window),
                        f"{stage.name}/samples_per_s": len(window) * stage.batch_size * stage.scaling.num_workers
-                       / (time.time() - tic)}
+                       / elapsed,
+                       **{f"{stage.name}/{k}": sum(v) / len(v) for k, v in extras.items()}}
             mlflow_log.log_metrics(tracking, metrics, done)
             bar.set_postfix(loss=f"{metrics[f'{stage.name}/loss']:.4f}", refresh=False)
-            window, tic = [], time.time()
+            window, extras, tic = [], {}, time.time()
         if done % stage.checkpoint_every == 0 or done == stage.steps:
-            _report(model, opt, sched, stage, done, rank, config,
-                    {"step": done, "loss": loss.item(), "resumed_from": start})
+            _report(objective, opt, sched, done, rank, config, {"step": done, "loss": loss.item(), "resumed_from": start})
 
 
-def _report(model, opt, sched, stage, step, rank, config, metrics) -> None:
+def _all_reduce_mean(tensor: torch.Tensor) -> torch.Tensor:
+    """Mean over the workers (an objective's batch statistics); the tensor itself in a single process."""
+    if not torch.distributed.is_available() or not torch.distributed.is_initialized():
+        return tensor
+    out = tensor.clone()
+    torch.distributed.all_reduce(out)
+    return out / torch.distributed.get_world_size()
+
+
+def _report(objective, opt, sched, step, rank, config, metrics) -> None:
     if rank != 0:
         ray.train.report(metrics)
         return
-    final = step == stage.steps
-    if final and stage.objective == "vae":
-        calibrate_latents(model, config["train_urls"])
+    model, stage = objective.model, objective.stage
     with tempfile.TemporaryDirectory() as folder:
         save_checkpoint(model, Path(folder) / "model", extra={"stage": stage.name, "step": step})
         if opt is not None:
             torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, Path(folder) / "trainer.pt")
         (Path(folder) / "state.json").write_text(json.dumps({"step": step, "stage": stage.name}))
-        if final and stage.objective == "flow" and config.get("preview_prompts"):
+        if step == stage.steps and step and objective.previews and config.get("preview_prompts"):
             grid = preview_grid(model, config["preview_prompts"], seed=stage.seed)
             mlflow_log.log_image(config.get("tracking"), grid, f"samples/{stage.name}_step{step:06d}.png")
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
-
-
-@torch.no_grad()
-def calibrate_latents(model: DeepGen, urls: list[str], num_batches: int = 8) -> None:
-    """Set the VAE's shift/scale so training latents have zero mean and unit variance (SD3's normalisation)."""
-    model.eval()
-    stream = batches(sample_stream(urls, seed=12345), 32)
-    raw = torch.cat([model.vae.encode(next(stream)["images"].to(model.device)).latent_dist.mode()
-                     for _ in range(num_batches)])
-    shift, scale = raw.mean().item(), 1.0 / raw.std().item()
-    model.vae.register_to_config(shift_factor=shift, scaling_factor=scale)
-    model.train()

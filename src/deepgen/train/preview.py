@@ -22,6 +22,26 @@ def grid(images: list[Image.Image], captions: list[str], columns: int = 8, cell:
     return canvas
 
 
+def edit_grid(sources: list[Image.Image], instructions: list[str], results: list[Image.Image], cell: int = 128,
+              text_w: int = 224) -> Image.Image:
+    """One row per edit: source | instruction | result, so whether an edit read its source and its instruction shows
+    at a glance (a plain grid shows the result without its source: a copied source looks like a fine image)."""
+    font = ImageFont.load_default(size=12)
+    head, gap = 18, 4  # a gray gap between rows: on white backgrounds the rows' images would run together
+    canvas = Image.new("RGB", (2 * cell + text_w, head + len(sources) * (cell + gap)), "white")
+    draw = ImageDraw.Draw(canvas)
+    for x, title in ((2, "source"), (cell + 4, "instruction"), (cell + text_w + 2, "result")):
+        draw.text((x, 2), title, fill="gray", font=font)
+    for row, (source, text, result) in enumerate(zip(sources, instructions, results)):
+        y = head + row * (cell + gap)
+        draw.rectangle((0, y + cell, canvas.width, y + cell + gap - 1), fill="lightgray")
+        canvas.paste(source.convert("RGB").resize((cell, cell), Image.NEAREST), (0, y))
+        canvas.paste(result.convert("RGB").resize((cell, cell), Image.NEAREST), (cell + text_w, y))
+        draw.multiline_text((cell + 4, y + 4), "\n".join(textwrap.wrap(text, width=text_w // 7)[:8]), fill="black",
+                            font=font, spacing=2)
+    return canvas
+
+
 def preview_grid(model, prompts: list[dict], seed: int = 0) -> Image.Image:
     """prompts: [{"caption": str, "source_image": PIL | None}]; text-to-image and edits generated separately."""
     was_training = model.training

@@ -3,6 +3,17 @@
 Pixels are explained as a blend of the background (estimated from the border) and one palette colour, which keeps
 blurred edges (e.g. pink between red and white) from being read as a third colour. Connected components of each
 colour are objects; shape comes from geometry, the cell from the centroid. Everything is numpy-vectorised.
+
+Beside each category's strict 0/1 grade (the headline), graded metrics tell "ignored the instruction" from "drew
+garbage" and "half right" from "wrong":
+- edits (when the source spec is given): `edits_followed.<kind>`, the objects or background the instruction names are
+  as the target has them; `edits_preserved.<kind>`, everything else is (no other object moved, lost, added or
+  recoloured, the background kept); `edits_both.<kind>`, both, which equals the strict `edit_<kind>`. `<kind>` is the
+  category without `edit_` (recolor, move, remove, add, replace, background).
+- two_objects, counting, position, color_attr: `<category>_found`, the share of asked objects matched one-to-one by a
+  detection of the same colour and shape (cells are not asked by these captions); `<category>_extra`, detections
+  beyond the number asked; `<category>_attr`, the share of asked (colour, shape) attributes drawn right under the best
+  one-to-one assignment of asked objects to detections (an unassigned asked object has none right).
 """
 
 from __future__ import annotations
@@ -23,6 +34,7 @@ _BG_NAMES = tuple(BACKGROUNDS)
 _BG = np.array([BACKGROUNDS[b] for b in _BG_NAMES], dtype=np.float32)
 MIN_AREA_FRACTION = 0.006  # components smaller than this share of the image are specks (~25 px at 64x64)
 MAX_RESIDUAL = 90.0  # a pixel further than this from every background->colour blend is noise, not an object
+MULTI_OBJECT = ("two_objects", "counting", "position", "color_attr")  # graded with found / extra / attr
 
 
 @dataclass(frozen=True)
@@ -157,8 +169,9 @@ def _relation_holds(a: Detection, b: Detection, rel: str, h: int, w: int) -> boo
 
 
 def score_image(image: Image.Image | np.ndarray, spec: dict, category: str,
-                ocr: Callable[[Image.Image], str] | None = None) -> dict[str, float]:
-    """0/1 grades for `image` against `spec`; always includes `category` (text_word needs `ocr`, else {})."""
+                ocr: Callable[[Image.Image], str] | None = None, source: dict | None = None) -> dict[str, float]:
+    """Grades for `image` against `spec`; always includes `category` (text_word needs `ocr`, else {}). `source` is an
+    edit's source spec: with it, an edit is also graded as followed / preserved (module docstring)."""
     arr = _to_array(image)
     if category == "text_word":
         if ocr is None:
@@ -173,6 +186,7 @@ def score_image(image: Image.Image | np.ndarray, spec: dict, category: str,
              "single_object_shape": float(top is not None and top.shape == o["shape"]),
              "single_object_position": float(top is not None and list(top.cell) == list(o["cell"]))}
         return {category: float(all(r.values()) and len(dets) == 1), **r}
+    graded = object_grades(dets, objs, category) if category in MULTI_OBJECT else {}
     if category in ("two_objects", "colors", "color_attr", "counting", "reasoning_color", "reasoning_count"):
         ok = _exactly(dets, objs)
     elif category == "position":
@@ -182,6 +196,64 @@ def score_image(image: Image.Image | np.ndarray, spec: dict, category: str,
     elif category.startswith("edit_"):  # the whole target scene: objects in their cells and the background
         got = sorted((d.color, d.shape, d.cell) for d in dets)
         ok = got == sorted((o["color"], o["shape"], tuple(o["cell"])) for o in objs) and bg == spec["background"]
+        graded = edit_grades(dets, bg, spec, source, category.removeprefix("edit_")) if source is not None else {}
     else:
         raise ValueError(f"unknown category: {category}")
-    return {category: float(ok)}
+    return {category: float(ok), **graded}
+
+
+def object_grades(dets: list[Detection], objs: list[dict], category: str) -> dict[str, float]:
+    """`<category>_found`, `_extra` and `_attr` (module docstring) for one image."""
+    asked = [(o["color"], o["shape"]) for o in objs]
+    drawn = [(d.color, d.shape) for d in dets]
+    found = sum((Counter(asked) & Counter(drawn)).values())  # exact matches: greedy one-to-one is optimal
+    return {f"{category}_found": found / len(asked), f"{category}_extra": float(max(0, len(drawn) - len(asked))),
+            f"{category}_attr": attributes_right(asked, drawn) / (2 * len(asked))}
+
+
+def attributes_right(asked: list[tuple[str, str]], drawn: list[tuple[str, str]]) -> int:
+    """Most (colour, shape) attributes right under a one-to-one assignment of asked to drawn objects.
+
+    Exact matches first: swapping an exact pair (a, x) into any assignment never loses (per attribute,
+    [a=y] + [b=x] <= [a=x] + [b=y] when x has a's attributes); then a maximum matching by augmenting paths on the
+    pairs that share one attribute (greedy can miss it: a red circle taking the red square that a green square needs
+    while a blue circle is free).
+    """
+    exact = Counter(asked) & Counter(drawn)
+    rest_a, rest_d = list((Counter(asked) - exact).elements()), list((Counter(drawn) - exact).elements())
+    owner: dict[int, int] = {}  # drawn index -> asked index
+
+    def augment(i: int, seen: set[int]) -> bool:
+        for j, d in enumerate(rest_d):
+            if j not in seen and (d[0] == rest_a[i][0] or d[1] == rest_a[i][1]):
+                seen.add(j)
+                if j not in owner or augment(owner[j], seen):
+                    owner[j] = i
+                    return True
+        return False
+    return 2 * sum(exact.values()) + sum(augment(i, set()) for i in range(len(rest_a)))
+
+
+def edit_grades(dets: list[Detection], bg: str, spec: dict, source: dict, kind: str) -> dict[str, float]:
+    """`edits_followed/preserved/both.<kind>` (module docstring) for one image.
+
+    Objects are named by (colour, shape), unique within an edit's source and target scene (world.edits). The named
+    ones are those whose cell differs between source and target (absent counts as a cell), so one rule covers every
+    kind: a recoloured or replaced object's old pair must be gone and its new pair in the cell, a moved one only in
+    its new cell. A detection of a pair in neither scene is an extra object, which breaks `preserved`.
+    """
+    target = {(o["color"], o["shape"]): [tuple(o["cell"])] for o in spec["objects"]}
+    before = {(o["color"], o["shape"]): [tuple(o["cell"])] for o in source["objects"]}
+    drawn: dict[tuple[str, str], list[tuple[int, int]]] = {}
+    for d in dets:
+        drawn.setdefault((d.color, d.shape), []).append(d.cell)
+    named = {p for p in target.keys() | before.keys() if target.get(p) != before.get(p)}
+
+    def as_target(pairs) -> bool:
+        return all(sorted(drawn.get(p, [])) == target.get(p, []) for p in pairs)
+    bg_right = bg == spec["background"]
+    followed = as_target(named) and (bg_right or kind != "background")
+    preserved = as_target(target.keys() - named) and drawn.keys() <= target.keys() | before.keys() and \
+        (bg_right or kind == "background")
+    return {f"edits_followed.{kind}": float(followed), f"edits_preserved.{kind}": float(preserved),
+            f"edits_both.{kind}": float(followed and preserved)}
