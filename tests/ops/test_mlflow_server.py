@@ -69,13 +69,15 @@ def pipeline_run(auth_server, tmp_path_factory):
     server = {"tracking.uri": auth_server.uri, "tracking.experiment": "deepgen-server",
               "tracking.artifact_root": "null"}  # null: the server's default, proxied to S3
     params = ",".join(f"{k}={v}" for k, v in {"data_root": data_root, **server, **TINY}.items())
-    result = subprocess.run([sys.executable, "-m", "kedro", "run", "--conf-source", str(conf), "--env", "server",
-                             "--params", params],
-                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    summary = json.loads((data_root / "08_reporting" / "run_summary.json").read_text())
-    yield Run(result, data_root, ray_dir, summary, password, s3_secret)
-    shutil.rmtree(ray_dir, ignore_errors=True)
+    try:
+        result = subprocess.run([sys.executable, "-m", "kedro", "run", "--conf-source", str(conf), "--env", "server",
+                                 "--params", params],
+                                cwd=ROOT, env=env, capture_output=True, text=True, timeout=1200)
+        assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+        summary = json.loads((data_root / "08_reporting" / "run_summary.json").read_text())
+        yield Run(result, data_root, ray_dir, summary, password, s3_secret)
+    finally:
+        shutil.rmtree(ray_dir, ignore_errors=True)
 
 
 @pytest.fixture
@@ -103,7 +105,7 @@ def test_run_metrics_artifacts_and_champion_live_on_the_server(pipeline_run, aut
     assert champion.source.startswith("models:/m-")  # MLflow 3: a logged model, stored beside the runs
     assert any(k.endswith(f"/{champion.source.removeprefix('models:/')}/artifacts/MLmodel") for k in keys), keys
     mlmodel = mlflow.artifacts.download_artifacts(f"models:/{reg['name']}@champion/MLmodel", dst_path=str(tmp_path))
-    assert "deepgen" in Path(mlmodel).read_text()
+    assert "checkpoint" in yaml.safe_load(Path(mlmodel).read_text())["flavors"]["python_function"]["artifacts"]
 
 
 def test_clients_without_valid_credentials_are_refused(pipeline_run, auth_server, monkeypatch):

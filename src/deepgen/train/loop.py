@@ -160,4 +160,6 @@ def _report(objective, opt, sched, step, rank, config, metrics) -> None:
         if step == stage.steps and step and objective.previews and config.get("preview_prompts"):
             grid = preview_grid(model, config["preview_prompts"], seed=stage.seed)
             mlflow_log.log_image(config.get("tracking"), grid, f"samples/{stage.name}_step{step:06d}.png")
+        if step == stage.steps:  # the stage's record says what an MLflow outage cost, if anything
+            metrics = {**metrics, "tracking": mlflow_log.flush(config.get("tracking"))}
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
