@@ -45,3 +45,22 @@ def s3(moto_server, monkeypatch, request):
     bucket = "deepgen-" + "".join(c for c in request.node.name.lower() if c.isalnum())[:40]
     boto3.client("s3", endpoint_url=moto_server).create_bucket(Bucket=bucket)
     return f"s3://{bucket}"
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory) -> list[str]:
+    """Three tiny checkpoints that differ in their bridge weights (perturbed, so prompts and models matter)."""
+    from deepgen.model.checkpoint import save_checkpoint
+    from deepgen.model.config import preset
+    from deepgen.model.deepgen import DeepGen
+
+    torch.manual_seed(0)
+    model = DeepGen(preset("tiny")).eval()
+    root, paths = tmp_path_factory.mktemp("ckpts"), []
+    for seed in (1, 2, 3):
+        gen = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in model.scb.parameters():
+                p.add_(torch.randn(p.shape, generator=gen) * 0.05)
+        paths.append(str(save_checkpoint(model, root / f"m{seed}")))
+    return paths

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import mlflow
 import nbformat
-import torch
 from mlflow.tracking import MlflowClient
 from nbclient import NotebookClient
 from PIL import Image
@@ -24,30 +23,13 @@ OLD = {"overall": 0.40, "single_object_color": 0.90, "single_object_color.n": 14
 NEW = {"overall": 0.60, "single_object_color": 0.85, "single_object_color.n": 144, "colors": 0.50}
 
 
-def tiny_checkpoints(root: Path) -> list[str]:
-    """Two tiny checkpoints with different bridge weights (perturbed, so the prompt and the version matter)."""
-    from deepgen.model.checkpoint import save_checkpoint
-    from deepgen.model.config import preset
-    from deepgen.model.deepgen import DeepGen
-
-    torch.manual_seed(0)
-    model, paths = DeepGen(preset("tiny")).eval(), []
-    for seed in (1, 2):
-        gen = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for p in model.scb.parameters():
-                p.add_(torch.randn(p.shape, generator=gen) * 0.05)
-        paths.append(str(save_checkpoint(model, root / f"m{seed}")))
-    return paths
-
-
-def test_compare_versions_notebook_runs(tmp_path, monkeypatch):
+def test_compare_versions_notebook_runs(tmp_path, monkeypatch, tiny_checkpoints):
     record = curate(CurationParams(num_samples=60, workers=1, progress=False), str(tmp_path / "shards"))
     uri, before = f"sqlite:///{tmp_path / 'mlflow.db'}", mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     try:
         mlflow.set_experiment(experiment_id=mlflow.create_experiment("compare", (tmp_path / "artifacts").as_uri()))
-        for checkpoint, scores in zip(tiny_checkpoints(tmp_path / "ckpts"), (OLD, NEW)):
+        for checkpoint, scores in zip(tiny_checkpoints[:2], (OLD, NEW)):
             with mlflow.start_run():
                 register(checkpoint, NAME, scores, record["data_version"], eval_hash="h1")
         MlflowClient().set_registered_model_alias(NAME, "champion", "1")

@@ -24,25 +24,6 @@ GATE = Gate(metric="overall", no_regression={"single_object_color": 0.03, "singl
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    """Three tiny checkpoints with different weights (the bridge perturbed, so prompts and models differ)."""
-    from deepgen.model.checkpoint import save_checkpoint
-    from deepgen.model.config import preset
-    from deepgen.model.deepgen import DeepGen
-
-    torch.manual_seed(0)
-    model = DeepGen(preset("tiny")).eval()
-    root, paths = tmp_path_factory.mktemp("ckpts"), []
-    for seed in (1, 2, 3):
-        gen = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for p in model.scb.parameters():
-                p.add_(torch.randn(p.shape, generator=gen) * 0.05)
-        paths.append(str(save_checkpoint(model, root / f"m{seed}")))
-    return paths
-
-
-@pytest.fixture(scope="module")
 def store(tmp_path_factory):
     """A real MLflow tracking store (SQLite) with one experiment; the global tracking URI is restored after."""
     root = tmp_path_factory.mktemp("mlflow")
@@ -95,20 +76,20 @@ def test_bad_gate_settings_are_one_line_errors_naming_the_key():
         decide(Gate(metric="geneval"), GOOD, None)
 
 
-def test_better_candidate_becomes_champion_worse_stays_challenger(checkpoints, store, tmp_path):
+def test_better_candidate_becomes_champion_worse_stays_challenger(tiny_checkpoints, store, tmp_path):
     client, name = MlflowClient(), "gate-better-worse"
-    first = _register(checkpoints[0], name, GOOD)
+    first = _register(tiny_checkpoints[0], name, GOOD)
     assert promote(name, first, GOOD, GATE, eval_hash="h1")["alias"] == "champion"
 
     better = {"overall": 0.50, "single_object_color": 0.95, "single_object_shape": 0.62}
-    second = _register(checkpoints[1], name, better)
+    second = _register(tiny_checkpoints[1], name, better)
     result = promote(name, second, better, GATE, eval_hash="h1")
     assert result["alias"] == "champion" and result["compared_with"] == first
     replaced = client.get_model_version(name, str(first)).tags
     assert replaced["promotion.decision"] == "replaced" and replaced["promotion.replaced_by"] == f"v{second}"
 
     worse = {"overall": 0.55, "single_object_color": 0.70, "single_object_shape": 0.62}
-    third = _register(checkpoints[2], name, worse)
+    third = _register(tiny_checkpoints[2], name, worse)
     result = promote(name, third, worse, GATE, eval_hash="h1")
     assert result["alias"] == "challenger" and result["failed"] == ["single_object_color"]
     tags = client.get_model_version(name, str(third)).tags
@@ -132,7 +113,7 @@ def test_better_candidate_becomes_champion_worse_stays_challenger(checkpoints, s
     assert "challenger" not in client.get_registered_model(name).aliases
 
 
-def test_champion_scored_under_an_older_scorer_is_rescored(checkpoints, store, small_shards, tmp_path):
+def test_champion_scored_under_an_older_scorer_is_rescored(tiny_checkpoints, store, small_shards, tmp_path):
     from deepgen.eval.promotion import EvaluationContext, PromotionConfig, promote_best
     from deepgen.eval.run import evaluate_checkpoint
 
@@ -143,19 +124,19 @@ def test_champion_scored_under_an_older_scorer_is_rescored(checkpoints, store, s
     config = PromotionConfig.from_params({"model_name": name, "candidates": ["alignment", "sft"],
                                           "gate": {"metric": "overall"}, "report": {"prompts": 3}}, "tiny")
     stale = {"overall": 0.9, "colors": 0.9}  # numbers from an older scorer: no candidate here could beat them
-    champion = _register(checkpoints[0], name, stale, eval_hash="older-scorer")
+    champion = _register(tiny_checkpoints[0], name, stale, eval_hash="older-scorer")
     promote(name, champion, stale, config.gate, eval_hash="older-scorer")
 
     with mlflow.start_run() as run:
         context = EvaluationContext(shards["heldout_urls"], settings, str(tmp_path / "cache"),
                                     {"uri": store, "run_id": run.info.run_id})
         records = {stage: {"checkpoint_uri": ckpt, "data_version": "data-v2", "run_name": f"{stage}-x"}
-                   for stage, ckpt in (("alignment", checkpoints[1]), ("sft", checkpoints[2]))}
+                   for stage, ckpt in (("alignment", tiny_checkpoints[1]), ("sft", tiny_checkpoints[2]))}
         result = promote_best(records, {"alignment": {"overall": 0.3}, "sft": {"overall": 0.5}}, config, context)
 
     assert result["stage"] == "sft" and result["alias"] == "champion" and result["compared_with"] == champion
     assert f"re-scored under evaluation {context.hash}" in result["reason"]
-    real = evaluate_checkpoint(f"champion-v{champion}", checkpoints[0], shards["heldout_urls"], settings,
+    real = evaluate_checkpoint(f"champion-v{champion}", tiny_checkpoints[0], shards["heldout_urls"], settings,
                                str(tmp_path / "cache"))  # the re-scoring's cached result
     assert real["overall"] < 0.5  # an untrained tiny model; the stale 0.9 would have blocked the candidate
     old = client.get_model_version(name, str(champion)).tags
@@ -163,7 +144,7 @@ def test_champion_scored_under_an_older_scorer_is_rescored(checkpoints, store, s
     assert old["eval.colors"] == f"{real['colors']:.6f}" and old["eval.rescored_at"]
     assert old["promotion.decision"] == "replaced"
     new = client.get_model_version(name, str(result["version"])).tags
-    assert new["stage"] == "sft" and new["eval.hash"] == context.hash and new["checkpoint_uri"] == checkpoints[2]
+    assert new["stage"] == "sft" and new["eval.hash"] == context.hash and new["checkpoint_uri"] == tiny_checkpoints[2]
 
     report = mlflow.artifacts.load_text(f"runs:/{run.info.run_id}/promotion/report.md")
     assert f"| champion v{champion} | candidate v{result['version']} (sft) |" in report
@@ -172,13 +153,13 @@ def test_champion_scored_under_an_older_scorer_is_rescored(checkpoints, store, s
     assert grid.size == (2 * 128, 3 * (128 + 40))  # two models side by side, one row per report prompt
 
 
-def test_two_promotions_at_once_leave_one_consistent_champion(checkpoints, store, tmp_path):
+def test_two_promotions_at_once_leave_one_consistent_champion(tiny_checkpoints, store, tmp_path):
     client, name = MlflowClient(), "gate-concurrent"
-    base = _register(checkpoints[0], name, GOOD)
+    base = _register(tiny_checkpoints[0], name, GOOD)
     promote(name, base, GOOD, GATE, eval_hash="h1")
     candidates = {}
     for i, overall in enumerate((0.6, 0.7)):
-        copy = shutil.copytree(checkpoints[1 + i], tmp_path / f"copy{i}")
+        copy = shutil.copytree(tiny_checkpoints[1 + i], tmp_path / f"copy{i}")
         candidates[_register(str(copy), name, {**GOOD, "overall": overall})] = {**GOOD, "overall": overall}
     barrier, results = threading.Barrier(2), []
 

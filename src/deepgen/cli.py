@@ -20,6 +20,16 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def report_error(command: str, err: Exception, debug: bool) -> int:
+    """A user command's failure as one clear line on stderr (exit 2); the traceback only with --debug."""
+    if debug:
+        raise err
+    kind = "" if isinstance(err, (FileNotFoundError, ValueError)) else f"{err.__class__.__name__}: "
+    message = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
+    print(f"deepgen {command}: {kind}{message}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="deepgen", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)

@@ -1,5 +1,5 @@
-"""Operations fixtures: PostgreSQL 15 in a temp data dir, S3 on loopback (moto), and an MLflow tracking server on
-both with the basic-auth app, as a team would run it."""
+"""Operations fixtures: PostgreSQL 15 in a temp data dir, and an MLflow tracking server on it with the basic-auth app
+and artifacts on the loopback S3 (tests/conftest.py), as a team would run it."""
 
 from __future__ import annotations
 
@@ -55,17 +55,6 @@ def postgres():
     pg.stop()
 
 
-@pytest.fixture(scope="session")
-def moto_endpoint():
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
 class AuthServer:
     """`mlflow server --app-name basic-auth` on PostgreSQL (runs and auth in two databases), artifacts proxied to
     s3://<bucket>/runs on the loopback S3: clients need MLflow credentials only, never S3 ones."""
@@ -108,8 +97,8 @@ class AuthServer:
 
 
 @pytest.fixture(scope="module")
-def auth_server(postgres, moto_endpoint, tmp_path_factory):
-    server = AuthServer(postgres, moto_endpoint, tmp_path_factory.mktemp("mlflow-server"))
+def auth_server(postgres, moto_server, tmp_path_factory):
+    server = AuthServer(postgres, moto_server, tmp_path_factory.mktemp("mlflow-server"))
     server.server.start()
     yield server
     server.server.stop()

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import argparse
 import re
-import sys
 from pathlib import Path
+
+from deepgen.cli import report_error
 
 DEFAULT_MODEL = "models:/deepgen-tiny@champion"
 
@@ -78,12 +79,7 @@ def _run(args, command: str, texts, images) -> int:
     except KeyboardInterrupt:
         raise
     except Exception as err:  # noqa: BLE001 - a user command: one clear line, the traceback only with --debug
-        if args.debug:
-            raise
-        kind = "" if isinstance(err, (FileNotFoundError, ValueError)) else f"{err.__class__.__name__}: "
-        message = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
-        print(f"deepgen {command}: {kind}{message}", file=sys.stderr)
-        return 2
+        return report_error(command, err, args.debug)
 
 
 def _texts(items: list[str], path: str | None, what: str) -> list[str]:

@@ -12,8 +12,9 @@ import argparse
 import json
 import os
 import re
-import sys
 from pathlib import Path
+
+from deepgen.cli import report_error
 
 CONF = Path("conf") / "base" / "parameters.yml"
 _DATA_ROOT = re.compile(r"\$\{runtime_params:data_root,\s*([^}]*)\}")
@@ -53,12 +54,7 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         raise
     except Exception as err:  # noqa: BLE001 - a user command: one clear line, the traceback only with --debug
-        if args.debug:
-            raise
-        kind = "" if isinstance(err, (FileNotFoundError, ValueError)) else f"{err.__class__.__name__}: "
-        message = str(err).strip().splitlines()[0] if str(err).strip() else err.__class__.__name__
-        print(f"deepgen registry {args.action}: {kind}{message}", file=sys.stderr)
-        return 2
+        return report_error(f"registry {args.action}", err, args.debug)
 
 
 def tracking_uri(given: str | None) -> str:
