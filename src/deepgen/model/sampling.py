@@ -57,9 +57,9 @@ def guided(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tens
 
 
 def _per_sample(value: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+    """A noise level (scalar or per sample) as (B, 1, 1, 1), broadcastable against `like`."""
     value = torch.as_tensor(value, dtype=like.dtype, device=like.device)
-    return value.reshape(-1, *([1] * (like.dim() - 1))) if value.dim() else value.expand(like.shape[0]).reshape(
-        -1, *([1] * (like.dim() - 1)))
+    return value.expand(like.shape[0]).reshape(-1, *([1] * (like.dim() - 1)))
 
 
 def step_distribution(sampler: str, x: torch.Tensor, v: torch.Tensor, sigma, sigma_next,

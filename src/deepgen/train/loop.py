@@ -74,7 +74,7 @@ def train_loop(config: dict) -> None:
         model.latent_cache = vae_ops.LatentCache()  # frozen VAE: encode each distinct image once
     tracking = config.get("tracking") if rank == 0 else None
     objective = build_objective(model, stage, ObjectiveContext(
-        data=config["data"], seed=seed, init=config["init"], rank=rank, tracking=tracking,
+        data=config["data"], seed=seed, init=config["init"], resumed=bool(resumed), rank=rank, tracking=tracking,
         all_reduce_mean=_all_reduce_mean))
     if stage.steps == 0:  # e.g. the full preset's VAE stage: package the initial weights as a checkpoint, unchanged
         _report(objective, None, None, 0, rank, config, {"step": 0})
@@ -121,7 +121,7 @@ def train_loop(config: dict) -> None:
         for key, value in step_metrics.items():
             extras.setdefault(key, []).append(value)
         done = step + 1
-        if done == stage.steps:
+        if done == stage.steps and rank == 0:  # only rank 0's weights are saved
             objective.finish()
         if done % stage.log_every == 0 or done == stage.steps:
             elapsed = time.time() - tic

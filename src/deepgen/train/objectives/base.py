@@ -25,6 +25,7 @@ class ObjectiveContext:
     data: dict[str, list[str]]  # stream name -> shard URLs ("train"; the RL stage also "prompts")
     seed: int  # this worker's stream seed (stage seed, rank and start step)
     init: dict = field(default_factory=dict)  # the stage's initial weights ({"checkpoint": uri} or a preset)
+    resumed: bool = False  # the model was loaded from this stage's own checkpoint, not from `init`
     rank: int = 0
     tracking: dict | None = None  # MLflow run on rank 0, None elsewhere
     all_reduce_mean: Callable[[torch.Tensor], torch.Tensor] = _identity  # mean of a tensor over all workers
@@ -54,7 +55,7 @@ class Objective(nn.Module):
         raise NotImplementedError
 
     def finish(self) -> None:
-        """Called once after the last training step, before the final checkpoint."""
+        """Called once after the last training step, on the rank that saves, before the final checkpoint."""
 
 
 def build_objective(model: DeepGen, stage: StageConfig, context: ObjectiveContext) -> Objective:

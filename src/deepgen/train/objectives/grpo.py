@@ -60,10 +60,10 @@ class GRPOObjective(Objective):
         self.rollouts = 0
 
     def _reference_dit(self):
-        """A frozen copy of the DiT the stage started from (the KL anchor): the init checkpoint's, so a resumed
-        stage keeps the same reference."""
+        """A frozen copy of the DiT the stage started from (the KL anchor): the model's own on a fresh start, the
+        init checkpoint's on a resumed one, so a resumed stage keeps the same reference."""
         source = self.model.dit
-        if self.context.init.get("checkpoint"):
+        if self.context.resumed and self.context.init.get("checkpoint"):
             from deepgen.model.checkpoint import load_checkpoint
 
             source = load_checkpoint(self.context.init["checkpoint"]).dit
