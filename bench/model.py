@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import statistics
 import time
 
@@ -25,8 +24,8 @@ import torch
 
 from deepgen.model.config import preset
 from deepgen.model.deepgen import DeepGen
-from deepgen.model.memory import format_plan, memory_plan, policy_for
-from deepgen.model.schedule import PAPER_STAGES
+from deepgen.model.describe import memory_stages
+from deepgen.model.memory import format_plan, memory_plan
 
 
 # ---------------------------------------------------------------- 1. SCB against last-layer conditioning, step time
@@ -99,11 +98,12 @@ def time_padding_mask(rounds: int, batch: int) -> dict[str, float]:
 
 def memory_tables(gpus: int) -> str:
     """One GPU holding everything (DDP, bf16, no checkpointing) against the cluster policy (FSDP2 on `gpus`)."""
-    policies = {stage: dataclasses.replace(policy_for("full", stage), parallelism="ddp",
-                                           activation_checkpointing=False) for stage in PAPER_STAGES}
+    stages = memory_stages("full")  # conf/cluster/parameters_training.yml (run from the project folder)
+    replicated = {name: {**stage, "parallel": {**(stage.get("parallel") or {}), "strategy": "ddp",
+                                               "activation_checkpointing": False}}
+                  for name, stage in stages.items()}
     cfg = preset("full")
-    return "\n\n".join([format_plan(memory_plan(cfg, PAPER_STAGES, 1, policies=policies)),
-                         format_plan(memory_plan(cfg, PAPER_STAGES, gpus))])
+    return "\n\n".join([format_plan(memory_plan(cfg, replicated, 1)), format_plan(memory_plan(cfg, stages, gpus))])
 
 
 def main() -> None:

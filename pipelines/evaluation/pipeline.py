@@ -9,6 +9,7 @@ def create_pipeline(**kwargs) -> Pipeline:
     return Pipeline([
         Node(evaluate_states,
              inputs={"curation": "curation_record", "evaluation": "params:evaluation", "storage": "params:storage",
-                     **STATES},
+                     "suites": "params:suites", "suite_defaults": "params:suite_defaults",
+                     "suite_workers": "params:suite_workers", "ray": "params:ray", **STATES},
              outputs="evaluation", name="evaluate_states"),
     ])

@@ -16,6 +16,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "generate": ("deepgen.inference.cli_generate", "text-to-image from a prompt or a prompt file, written as PNGs"),
     "edit": ("deepgen.inference.cli_edit", "edit one or more reference images by an instruction, written as PNGs"),
     "convert": ("deepgen.model.convert", "convert an official DeepGen-1.0 checkpoint into a deepgen checkpoint"),
+    "export": ("deepgen.model.export", "a complete, self-contained checkpoint folder from a (lean) stage checkpoint"),
+    "example-weights": ("deepgen.model.example_weights", "small random models in the real Hugging Face layouts "
+                        "(Qwen2.5-VL, SD3.5, CLIP) for conf/example_real"),
     "registry": ("deepgen.registry.cli", "registered models: list, show, promote by hand, roll the champion back"),
 }
 

@@ -73,6 +73,18 @@ def log_image(tracking: dict | None, image, artifact_file: str) -> None:
         _submit(tracking, "image", [(image, artifact_file)])
 
 
+def log_table(tracking: dict | None, data: dict, artifact_file: str) -> None:
+    """A table artifact (columns -> values; PIL images become image cells), e.g. an evaluation's prompt/image/score."""
+    if tracking and tracking.get("run_id"):
+        _submit(tracking, "table", [(data, artifact_file)])
+
+
+def log_text(tracking: dict | None, text: str, artifact_file: str) -> None:
+    """A text artifact (markdown, HTML) a person opens from the run page."""
+    if tracking and tracking.get("run_id"):
+        _submit(tracking, "text", [(text, artifact_file)])
+
+
 def flush(tracking: dict | None) -> dict[str, int]:
     """End of a stage: deliver what is held; what still cannot be delivered is lost. Returns this process's counts
     for the run since the last flush: records `buffered` (held after a failed delivery), `flushed` (delivered
@@ -123,7 +135,7 @@ def _drain(tracking: dict, box: _Outbox) -> None:
             raise ConnectionError(f"nothing listens at {uri}")
         while box.pending:
             kind = box.pending[0][0]
-            size = {"metric": 1000, "param": 100, "image": 1}[kind]  # MLflow's per-request limits
+            size = {"metric": 1000, "param": 100}.get(kind, 1)  # MLflow's per-request limits
             chunk = []
             while box.pending and box.pending[0][0] == kind and len(chunk) < size:
                 chunk.append(box.pending.popleft())
@@ -161,9 +173,15 @@ def _deliver(client: MlflowClient, run_id: str, kind: str, payloads: list) -> No
         fresh = [p for p in payloads if p.key not in existing]
         if fresh:
             client.log_batch(run_id, params=fresh, synchronous=True)
-    else:
+    elif kind == "image":
         for image, artifact_file in payloads:
             client.log_image(run_id, image, artifact_file=artifact_file)
+    elif kind == "table":
+        for data, artifact_file in payloads:
+            client.log_table(run_id, data, artifact_file)
+    else:
+        for text, artifact_file in payloads:
+            client.log_text(run_id, text, artifact_file)
 
 
 def _reachable(uri: str) -> bool:

@@ -33,27 +33,93 @@ def test_folder_groups_sidecars_edits_and_nested_keys(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "a.png").write_bytes(encode(smooth_image(1)))
     (tmp_path / "a.txt").write_bytes(b"caption a")
-    (tmp_path / "a.b.png").write_bytes(encode(smooth_image(9)))  # key "a" too: a member named "b.png", ignored
     (tmp_path / "e.png").write_bytes(encode(smooth_image(2)))
     (tmp_path / "e.src.png").write_bytes(encode(smooth_image(3)))
     (tmp_path / "e.src1.jpg").write_bytes(encode(smooth_image(4), "JPEG"))
+    (tmp_path / "e.SRC2.WEBP").write_bytes(encode(smooth_image(6), "WEBP"))  # extensions in any case
     (tmp_path / "e.txt").write_bytes(b"make it blue")
-    (tmp_path / "sub" / "j.jpg").write_bytes(encode(smooth_image(5), "JPEG"))
-    sidecar = {"caption": "from json", "license": "cc0", "secret_token": "x"}
+    (tmp_path / "sub" / "j.jpeg").write_bytes(encode(smooth_image(5), "JPEG"))
+    sidecar = {"caption": "from json", "license": "cc0", "source": "https://example.org/j", "secret_token": "x"}
     (tmp_path / "sub" / "j.json").write_text(json.dumps(sidecar))
-    (tmp_path / "orphan.txt").write_bytes(b"no image")
+    (tmp_path / "README.md").write_text("not a sample")  # no file of the layout under this key
+    (tmp_path / ".tmp.png").write_bytes(b"a temporary")
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "x.png").write_bytes(b"a hidden folder")
     source = make_source({"type": "folder", "uri": str(tmp_path)})
     records = list(source.records())
     assert [r.key for r in records] == ["a", "e", "sub/j"]
+    assert [r.error for r in records] == [None, None, None]
     assert records[0].caption == FileRef(str(tmp_path / "a.txt"))
-    assert records[1].meta["kind"] == "edit" and len(records[1].sources) == 2
+    assert records[1].meta["kind"] == "edit"
+    assert records[1].sources == tuple(FileRef(str(tmp_path / n)) for n in ("e.src.png", "e.src1.jpg", "e.SRC2.WEBP"))
     assert [r.key for r in source.records(start=2)] == ["sub/j"]
     results = [process(r, settings_for(source)) for r in records]
     assert [r.reasons for r in results] == [[], [], []]
-    assert set(results[1].members) >= {"png", "src.png", "src1.png", "txt", "json"}
+    assert set(results[1].members) >= {"png", "src.png", "src1.png", "src2.png", "txt", "json"}
     assert results[2].caption == "from json" and json.loads(results[2].members["json"])["license"] == "cc0"
+    assert (results[2].license, results[2].source) == ("cc0", "https://example.org/j")
+    assert (results[0].license, results[0].source) == (None, None)
     assert "secret_token" not in json.loads(results[2].members["json"])  # secrets never reach a shard or a log
     assert results[2].key == "sub__j"
+
+
+@pytest.mark.parametrize("files, reason, culprit", [
+    ({"k.src.png": 1, "k.txt": b"make it red"}, "edit_target_missing", "k.src.png"),
+    ({"k.txt": b"a caption without its picture"}, "image_missing", "k.txt"),
+    ({"k.png": 1, "k.jpg": 2, "k.txt": b"which one"}, "image_ambiguous", "k.png"),
+    ({"k.png": 1, "k.src.png": 2, "k.src.jpg": 3, "k.txt": b"edit"}, "image_ambiguous", "k.src.png"),
+    ({"k.png": 1, "k.src.png": 2, "k.src2.png": 3, "k.txt": b"edit"}, "source_gap", "k.src2.png"),
+    ({"k.png": 1, "k.src1.png": 2, "k.txt": b"edit"}, "source_gap", "k.src1.png"),
+    ({"k.png": 1, "k.src.png": 2, "k.src2.png": 3, "k.src3.png": 4, "k.txt": b"edit"}, "source_gap", "k.src2.png"),
+    ({"k.png": 1, "k.mask.png": 2, "k.txt": b"masked"}, "unexpected_file", "k.mask.png"),
+    ({"k.bmp": 1, "k.txt": b"a bitmap"}, "unexpected_file", "k.bmp"),
+    ({"k.png": 1, "k.src0.png": 2, "k.txt": b"edit"}, "unexpected_file", "k.src0.png"),
+])
+def test_folder_broken_sample_is_quarantined_naming_the_file(tmp_path, caplog, files, reason, culprit):
+    """A sample that breaks the layout is quarantined (the other samples go on) with its reason; its origin and one
+    warning line name the file at fault."""
+    for name, content in {**files, "ok.png": 9, "ok.txt": b"a good sample"}.items():
+        data = content if isinstance(content, bytes) else encode(smooth_image(content))
+        (tmp_path / name).write_bytes(data)
+    source = make_source({"type": "folder", "uri": str(tmp_path)})
+    with caplog.at_level("WARNING", logger="deepgen.curation.sources.folder"):
+        records = list(source.records())
+    assert [(r.key, r.error) for r in records] == [("k", reason), ("ok", None)]
+    assert records[0].origin == str(tmp_path / culprit)
+    result = process(records[0], settings_for(source))
+    assert result.reasons == [reason] and result.members is None
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and str(tmp_path / culprit) in lines[0] and reason in lines[0]
+    assert "\n" not in lines[0]
+
+
+def test_folder_provenance_reaches_the_per_sample_manifest(tmp_path):
+    from deepgen.curation.curate import curate, load_samples
+
+    root = tmp_path / "in"
+    root.mkdir()
+    for i, (license_, source) in enumerate([("cc-by-4.0", "https://example.org/a"), (None, None)]):
+        (root / f"p{i}.png").write_bytes(encode(smooth_image(20 + i)))
+        meta = {"caption": f"a smooth picture number {i}"}
+        if license_:
+            meta.update(licence=license_, url=source)  # the alternative spellings
+        (root / f"p{i}.json").write_text(json.dumps(meta))
+    (root / "e.jpg").write_bytes(encode(smooth_image(30), "JPEG"))
+    (root / "e.src.webp").write_bytes(encode(smooth_image(31), "WEBP"))
+    (root / "e.txt").write_text("turn the picture around")
+    (root / "e.json").write_text(json.dumps({"license": "cc0", "source": "my camera"}))
+    (root / "orphan.src.png").write_bytes(encode(smooth_image(32)))
+    (root / "orphan.txt").write_text("an edit whose target got lost")
+    record = curate(CurationParams(source={"type": "folder", "uri": str(root)}, heldout_fraction=0.0,
+                                   workers=1, progress=False), str(tmp_path / "out"))
+    out = storage.join(str(tmp_path / "out"), record["manifest_uri"].rsplit("/", 2)[-2])
+    frame = load_samples(json.loads(storage.read_bytes(record["manifest_uri"])), out).set_index("key")
+    assert frame.loc["p0", ["license", "source"]].tolist() == ["cc-by-4.0", "https://example.org/a"]
+    assert frame.loc["p1", ["license", "source"]].isna().all()
+    assert frame.loc["e", ["kind", "license", "source", "status"]].tolist() == ["edit", "cc0", "my camera", "kept"]
+    assert frame.loc["orphan", ["status", "reasons"]].tolist() == ["rejected", "edit_target_missing"]
+    assert frame.loc["orphan", "origin"] == str(root / "orphan.src.png")
+    assert record["counts"] == {"train": 3, "heldout": 0}
 
 
 def test_deepgen_json_formats_and_unsafe_entries(tmp_path):

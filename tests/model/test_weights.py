@@ -8,13 +8,14 @@ import shutil
 
 import pytest
 import torch
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+from diffusers import AutoencoderKL, SD3Transformer2DModel
 from safetensors.torch import load_file, save_file
-from transformers import Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLModel
+from transformers import Qwen2_5_VLModel
 
 from deepgen import storage
 from deepgen.model.config import preset
 from deepgen.model.deepgen import DeepGen
+from deepgen.model.example_weights import write_qwen_folder, write_sd3_folder
 from deepgen.model.weights import WeightsError, load_pretrained
 
 
@@ -22,13 +23,8 @@ from deepgen.model.weights import WeightsError, load_pretrained
 def folders(tiny_model, tmp_path_factory):
     """A Qwen2.5-VL folder (task model + tokenizer, as on the hub) and an SD3.5-style folder, from the tiny model."""
     root = tmp_path_factory.mktemp("pretrained")
-    qwen = Qwen2_5_VLForConditionalGeneration(tiny_model.encoder.vlm.config)
-    qwen.model.load_state_dict(tiny_model.encoder.vlm.state_dict())
-    qwen.save_pretrained(root / "qwen")
-    tiny_model.tokenizer.save_pretrained(root / "qwen")
-    tiny_model.dit.save_pretrained(root / "sd" / "transformer")
-    tiny_model.vae.save_pretrained(root / "sd" / "vae")
-    FlowMatchEulerDiscreteScheduler(shift=2.5).save_pretrained(root / "sd" / "scheduler")
+    write_qwen_folder(tiny_model, root / "qwen")
+    write_sd3_folder(tiny_model, root / "sd", shift=2.5)
     return root
 
 

@@ -122,33 +122,9 @@ def test_ocr_without_a_target_fails_the_group():
 @pytest.fixture(scope="module")
 def clip_dir(tmp_path_factory):
     """A random CLIP (hidden 32, 2 layers, 32 px images) with an offline BPE tokenizer, saved like a real one."""
-    import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import CLIPConfig, CLIPModel, PreTrainedTokenizerFast
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+    from deepgen.model.example_weights import write_clip_folder
 
-    bos, eos = "<|startoftext|>", "<|endoftext|>"
-    bpe = Tokenizer(models.BPE(unk_token=eos))
-    bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.ByteLevel(add_prefix_space=False), decoders.ByteLevel()
-    bpe.train_from_iterator(["a red circle in the top left", 'the word "CAT"', "two blue squares"],
-                            trainers.BpeTrainer(vocab_size=300, special_tokens=[bos, eos], show_progress=False,
-                                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    bpe.post_processor = processors.TemplateProcessing(  # CLIP's framing: <bos> text <eos>
-        single=f"{bos} $A {eos}", special_tokens=[(bos, bpe.token_to_id(bos)), (eos, bpe.token_to_id(eos))])
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token=bos, eos_token=eos, pad_token=eos,
-                                        unk_token=eos)
-    layers = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2}
-    config = CLIPConfig(
-        text_config={**layers, "vocab_size": len(tokenizer), "max_position_embeddings": 32,
-                     "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
-                     "pad_token_id": tokenizer.pad_token_id},
-        vision_config={**layers, "image_size": 32, "patch_size": 8}, projection_dim=16)
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("clip")
-    CLIPModel(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(path)
-    return str(path)
+    return str(write_clip_folder(tmp_path_factory.mktemp("clip")))
 
 
 def test_clip_cosine_is_finite_bounded_and_deterministic(clip_dir):

@@ -29,5 +29,21 @@ def test_stage_errors_name_the_stage_and_key():
         StageConfig.from_dict("sft", {"stepz": 3})
     with pytest.raises(ValueError, match="objective must be one of"):
         StageConfig.from_dict("sft", {"objective": "gan"})
-    with pytest.raises(ValueError, match="precision must be"):
-        StageConfig.from_dict("sft", {"precision": "fp8"})
+    with pytest.raises(ValueError, match=r"stage 'sft': `precision` is now `parallel: \{param_dtype"):
+        StageConfig.from_dict("sft", {"precision": "bf16"})
+
+
+def test_parallel_block_is_typed_and_checked():
+    stage = StageConfig.from_dict("sft", {"parallel": {"strategy": "fsdp2", "param_dtype": "bf16",
+                                                       "frozen_dtype": "bf16", "grad_accumulation": 4}})
+    assert stage.parallel.strategy == "fsdp2" and stage.parallel.grad_accumulation == 4
+    assert StageConfig.from_dict("sft", {}).parallel.strategy == "ddp"  # the tiny CPU default
+    bad = [({"strategy": "fsdp"}, r"parallel\.strategy must be one of \('ddp', 'fsdp2'\)"),
+           ({"param_dtype": "fp8"}, r"parallel\.param_dtype must be one of"),
+           ({"frozen_dtype": "bf16"}, "frozen_dtype bf16 needs param_dtype bf16"),
+           ({"grad_accumulation": 0}, r"grad_accumulation must be a whole number >= 1"),
+           ({"ema_decay": 1.0}, r"ema_decay must be in \[0, 1\)"),
+           ({"shards": 2}, r"stage 'sft': parallel: unknown key\(s\) \['shards'\]")]
+    for block, message in bad:
+        with pytest.raises(ValueError, match=message):
+            StageConfig.from_dict("sft", {"parallel": block})

@@ -83,3 +83,55 @@ def test_same_stage_config_gives_the_same_weights(small_shards, tmp_path):
     assert weights[0] and weights[0].keys() == weights[1].keys()
     changed = [k for k in weights[0] if not torch.equal(weights[0][k], weights[1][k])]
     assert not changed, changed[:5]
+
+
+def test_a_rank_resumes_with_the_same_batches_and_noise(small_shards, tmp_path):
+    """In one process, as rank 1 of 2: a flow objective trains 3 steps and its rank state is saved as a checkpoint
+    saves it; a fresh objective on those weights, restored from the file, trains the next 3 steps to the very losses
+    and weights of the objective that went on (same samples, same noise, timesteps and caption dropout)."""
+    from deepgen.model.config import preset
+    from deepgen.model.deepgen import DeepGen
+    from deepgen.train import rank_state
+    from deepgen.train.freeze import apply_schedule
+    from deepgen.train.objectives import ObjectiveContext, build_objective
+
+    record, _, _ = small_shards
+    stage = StageConfig.from_dict("alignment", {**STAGE, "batch_size": 3,
+                                                "keep": {"single_object": 1.0, "t2i": 0.5, "*": 0.2}})
+
+    def build(weights=None):
+        torch.manual_seed(0)
+        model = DeepGen(preset("tiny"))
+        apply_schedule(model, stage)
+        if weights is not None:
+            model.load_state_dict(weights)
+        objective = build_objective(model, stage, ObjectiveContext(data={"train": record["train_urls"]}, seed=1,
+                                                                   rank=1, world_size=2))
+        return objective, torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
+
+    def train(objective, opt, stream, steps):
+        losses = []
+        for _ in range(steps):
+            loss, _ = objective(next(stream))
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(loss.item())
+        return losses
+
+    first, opt = build()
+    stream = first.batches()
+    train(first, opt, stream, 3)
+    rank_state.save(tmp_path, 1, rank_state.capture(first, world_size=2))
+    weights = {k: v.clone() for k, v in first.model.state_dict().items()}
+    expected = train(first, opt, stream, 3)
+
+    torch.manual_seed(123)  # whatever the generators were, the saved state replaces them
+    second, opt = build(weights)
+    state = rank_state.load(tmp_path, 1, world_size=2)
+    second.load_data_state(state["data"])
+    resumed_stream = second.batches()
+    rank_state.restore_generators(state)
+    assert train(second, opt, resumed_stream, 3) == expected
+    final = second.model.state_dict()
+    assert all(torch.equal(v, final[k]) for k, v in first.model.state_dict().items())

@@ -76,7 +76,8 @@ class ChunkWriter:
                 "height": r.height, "orig_width": r.orig_width, "orig_height": r.orig_height,
                 "orig_mode": r.orig_mode,
                 "content_hash": None if r.content_hash is None else f"{r.content_hash:016x}",
-                "phash": None if r.phash is None else f"{r.phash:016x}", "contamination": None}
+                "phash": None if r.phash is None else f"{r.phash:016x}", "contamination": None,
+                "license": r.license, "source": r.source}
 
     def _quarantine(self, row: dict, status: str, reasons: list[str]) -> None:
         row["status"], row["reasons"] = status, ";".join(reasons)

@@ -88,4 +88,5 @@ def load_samples(manifest: dict, out: str) -> pd.DataFrame:
     """The per-sample manifest (every record: kept or quarantined, with reasons, fixes, sizes, hashes)."""
     parts = [pd.read_parquet(io.BytesIO(storage.read_bytes(storage.join(out, name))))
              for name in manifest["files"]["samples"]]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(ROW_COLUMNS))
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=list(ROW_COLUMNS))
+    return frame.reindex(columns=list(ROW_COLUMNS))  # a set curated before a column existed has it empty

@@ -17,7 +17,7 @@ SAMPLES = "samples"
 SPLITS = ("train", "heldout")
 ROW_COLUMNS = ("key", "origin", "status", "reasons", "fixes", "split", "shard", "kind", "category", "caption",
                "caption_chars", "width", "height", "orig_width", "orig_height", "orig_mode", "content_hash", "phash",
-               "contamination")
+               "contamination", "license", "source")
 
 
 def data_version(manifest: dict) -> str:

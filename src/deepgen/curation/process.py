@@ -32,6 +32,8 @@ class Result:
     orig_width: int | None = None
     orig_height: int | None = None
     orig_mode: str | None = None
+    license: str | None = None  # provenance from the sample's metadata (a sidecar's `license` / `source`), for the
+    source: str | None = None  # per-sample manifest
     content_hash: int | None = None  # 64 bits of sha256 over the decoded pixels (+ caption, when configured)
     phash: int | None = None  # perceptual hash of the target image
     aux_phash: int | None = None  # of the first reference image (edits)
@@ -86,6 +88,18 @@ def _apply_sidecar(record: RawRecord) -> str | None:
     skip = set(CAPTION_KEYS) | {"source_images", "input_image", "kind", "key"}
     record.meta.update(public_settings({k: v for k, v in obj.items() if k not in skip}))
     return None
+
+
+PROVENANCE = {"license": ("license", "licence"), "source": ("source", "url")}  # manifest column <- metadata keys
+
+
+def provenance(meta: dict) -> dict[str, str | None]:
+    """The manifest's provenance columns from a sample's metadata: the first of each column's keys that is set."""
+    out = {}
+    for column, keys in PROVENANCE.items():
+        value = next((meta[k] for k in keys if meta.get(k) not in (None, "")), None)
+        out[column] = value if value is None or isinstance(value, str) else json.dumps(value, sort_keys=True)
+    return out
 
 
 _PASSTHROUGH_INFO = {"dpi", "gamma", "srgb", "aspect", "chromaticity"}  # PNG chunks that may stay as they are
@@ -147,6 +161,7 @@ def process(record: RawRecord, settings: dict) -> Result:
         if reason:
             out.reasons.append(reason)
             return out
+    out.license, out.source = provenance(meta).values()
 
     raw, reason = _caption(record)
     text = None

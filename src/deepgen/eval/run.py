@@ -107,8 +107,11 @@ def evaluate_baselines(checkpoint_uri: str, heldout_urls: list[str], settings: d
 
 
 def evaluation_samples(heldout_urls: list[str], settings: dict, image_size: int) -> list[dict]:
-    """The evaluation's prompts: the same for every state and the baselines (image_size changes only the renders)."""
-    return with_topup(list(read_samples(heldout_urls)), settings["per_category"],
+    """The evaluation's prompts: the same for every state and the baselines (image_size changes only the renders).
+    Held-out samples without a scene spec (photos from a folder source) have nothing to grade them against: the
+    ShapesWorld probe prompts stand in for them."""
+    scored = [s for s in read_samples(heldout_urls) if s.get("spec") is not None]
+    return with_topup(scored, settings["per_category"],
                       settings.get("per_category_overrides"), image_size, settings.get("seed", 0))
 
 

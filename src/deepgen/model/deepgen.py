@@ -146,7 +146,10 @@ class DeepGen(nn.Module):
         captions = ["" if d else c for c, d in zip(captions, drop.tolist())]
         context, pooled, mask = self.condition(captions, refs)
         x0 = self.encode_images(images_B3HW)
-        noise = torch.randn(x0.shape, generator=generator).to(x0)
+        # drawn where the latents are (a GPU's own generator; on a CPU the same numbers as before), unless the caller
+        # passes a generator, which draws on its own device
+        noise = torch.randn(x0.shape, generator=generator,
+                            device=x0.device if generator is None else generator.device).to(x0)
         sigma = training_sigmas(batch, flow.num_train_timesteps, flow.shift, generator).to(x0)
         x_t = noisy_latents(x0, noise, sigma)
         references = reference_tensors(refs, ref_images_B3HW, batch)

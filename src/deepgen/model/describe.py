@@ -3,7 +3,8 @@
 The model is built on the meta device (shapes only, no memory, no weights), so the full 6.5B-parameter preset is
 described in about a second on a laptop. Stage counts come from the freeze rule training applies
 (`deepgen.model.schedule.freeze`), so they are what a stage would actually train, LoRA included. With `--memory`,
-the GiB per GPU and the largest micro-batch per stage (`deepgen.model.memory`).
+the GiB per GPU and the largest micro-batch per stage (`deepgen.model.memory`) under each stage's `parallel:` block,
+read from the preset's training configuration (`MEMORY_STAGES`, relative to the project folder) or `--stages`.
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ from deepgen.model.config import preset
 from deepgen.model.deepgen import DeepGen
 from deepgen.model.memory import format_plan, memory_plan
 from deepgen.model.schedule import COMPONENT_MODULES, PAPER_STAGES, apply_stage, meta_model
+
+# Where each preset's stages are configured (conf/cluster runs the full preset): `--memory` plans those stages
+MEMORY_STAGES = {"full": "conf/cluster/parameters_training.yml", "tiny": "conf/base/parameters_training.yml"}
 
 
 def component_counts(model: DeepGen) -> dict[str, dict[str, int]]:
@@ -72,6 +76,17 @@ def load_stages(path: str | Path) -> dict[str, dict]:
     return {name: block for name, block in data.items() if isinstance(block, dict) and "trainable" in block}
 
 
+def memory_stages(preset_name: str) -> dict[str, dict]:
+    """The stage blocks a preset trains with, `parallel:` blocks included: the memory plan reads the same
+    configuration as training (from the project folder, as `kedro run` does)."""
+    if preset_name not in MEMORY_STAGES:
+        raise ValueError(f"no stage configuration known for preset {preset_name!r}: pass --stages FILE")
+    path = Path(MEMORY_STAGES[preset_name])
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: run from the project folder or pass --stages FILE")
+    return load_stages(path)
+
+
 def _persistent(module: torch.nn.Module, name: str) -> bool:
     owner_name, _, leaf = name.rpartition(".")
     owner = module.get_submodule(owner_name) if owner_name else module
@@ -81,7 +96,9 @@ def _persistent(module: torch.nn.Module, name: str) -> bool:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="full", help="model preset: full or tiny")
     parser.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    parser.add_argument("--stages", help="a parameters file with stage blocks (default: the paper's schedule)")
+    parser.add_argument("--stages", help="a parameters file with stage blocks (default: the paper's schedule; with "
+                                         "--memory, the preset's own: " + ", ".join(
+                                             f"{k} {v}" for k, v in MEMORY_STAGES.items()) + ")")
     parser.add_argument("--memory", action="store_true",
                         help="GiB per GPU and the largest micro-batch per stage instead of parameter counts "
                              "(exit 1 when a stage does not fit)")
@@ -95,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         stages = load_stages(args.stages) if args.stages else None
         if args.memory:
-            plan = memory_plan(preset(args.preset), stages or PAPER_STAGES, args.gpus, args.card_gib)
+            plan = memory_plan(preset(args.preset), stages or memory_stages(args.preset), args.gpus, args.card_gib)
         else:
             report = describe(args.preset, stages)
     except (ValueError, FileNotFoundError) as err:

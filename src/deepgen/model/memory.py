@@ -9,13 +9,17 @@ counted with the weights). Attention runs as the flash kernel a GPU uses: it sav
 log-sum-exp per query row, never the seq x seq probabilities (the meta device would otherwise take the math path).
 The peak is measured at micro-batch 1 and 2; their difference is the per-sample slope.
 
-Weights, gradients and AdamW states follow from the stage's freeze schedule and its `MemoryPolicy`:
+Weights, gradients and AdamW states follow from the stage's freeze schedule and its `parallel:` block (the same
+`ParallelConfig` the training loop applies, read from the stage's configuration):
 - DDP replicates everything; with bf16 compute, autocast also keeps a bf16 copy of each trained weight.
 - FSDP2 shards the trained parameters (fp32 master), their gradients and both AdamW moments over the GPUs; the units
   in flight (the current and the prefetched one: two copies in bf16, plus the unsharded gradients in bf16 and their
-  fp32 reduce-scatter input) are added once, for the largest unit (a DiT block, a VLM or connector layer).
-- Frozen parameters are stored in bf16, replicated, never wrapped; buffers follow their component (the DiT's
-  position-embedding table is 0.84 GiB in fp32). RL adds a frozen copy of the DiT as the KL reference.
+  fp32 reduce-scatter input) are added once, for the largest unit (a VLM or connector layer); the root's group (the
+  trained DiT, the bridge's own parameters: `deepgen.model.parallel.shard_units` says why) is gathered for the whole
+  step: one bf16 copy, its unsharded bf16 gradients and their fp32 reduce-scatter input.
+- Frozen parameters are stored in `frozen_dtype`, replicated, never wrapped; buffers follow their component (the
+  DiT's position-embedding table is 0.84 GiB in fp32). RL adds a frozen copy of the DiT as the KL reference; an EMA
+  (`ema_decay` > 0) one fp32 copy of the trained parameters, sharded like them.
 
 Assumed sample (DESIGN.md §1): a prompt at the VLM's longest accepted length (`vlm.max_prompt_tokens`, 256 for the
 full preset: the template plus the caption) and 128 think tokens; alignment and SFT measure an edit sample with one
@@ -38,15 +42,16 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
-from torch.utils.checkpoint import checkpoint
 
 from deepgen.model.config import ModelConfig
 from deepgen.model.deepgen import DeepGen
 from deepgen.model.dit import dit_forward
+from deepgen.model.parallel import ParallelConfig, blocks, checkpoint_forward, shard_units, uncheckpoint_forward
 from deepgen.model.schedule import COMPONENT_MODULES, meta_model
 
 GiB = 2**30
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+MASTER_DTYPE = "fp32"  # trained parameters, their gradients and AdamW's two moments
 # Card memory a step may not plan on: CUDA context, NCCL buffers, allocator fragmentation. An assumption, not a
 # measurement (no GPU here): check it against a measured peak when a device is lent (issue 17, item 4).
 HEADROOM = 0.10
@@ -54,36 +59,20 @@ HEADROOM = 0.10
 
 @dataclass(frozen=True)
 class MemoryPolicy:
-    """How a stage holds the model on its GPUs. Belongs in the stage config (keys named as its fields)."""
+    """The stage's `parallel:` block plus what the plan assumes about its step: the measured sample's reference
+    images and RL's frozen reference DiT (both follow from the stage's objective: `stage_policy`)."""
 
-    parallelism: str = "fsdp2"  # "ddp": every GPU holds everything; "fsdp2": trained parts sharded over the GPUs
-    compute_dtype: str = "bf16"  # the forward's weights and activations
-    master_dtype: str = "fp32"  # trained parameters, their gradients, AdamW's two moments
-    frozen_dtype: str = "bf16"  # frozen parameters (replicated, never wrapped for gradients)
-    activation_checkpointing: bool = True  # per block: VLM layer, connector layer, DiT block
+    parallel: ParallelConfig = ParallelConfig()
     references: int = 1  # reference images per measured sample (0: text-to-image)
     frozen_reference_dit: bool = False  # RL: a frozen copy of the DiT for the KL term
 
-    def __post_init__(self):
-        if self.parallelism not in ("ddp", "fsdp2"):
-            raise ValueError(f"memory policy: parallelism must be 'ddp' or 'fsdp2', got {self.parallelism!r}")
-        for name in ("compute_dtype", "master_dtype", "frozen_dtype"):
-            if getattr(self, name) not in DTYPES:
-                raise ValueError(f"memory policy: {name} must be one of {sorted(DTYPES)}, got {getattr(self, name)!r}")
 
-
-# The full preset on a GPU cluster (issue 17): FSDP2, bf16 compute and frozen parts, checkpointing every block.
-# The tiny preset's default is DDP in fp32 on CPU workers without checkpointing.
-FULL_POLICIES = {"alignment": MemoryPolicy(), "sft": MemoryPolicy(),
-                 "rl": MemoryPolicy(references=0, frozen_reference_dit=True)}
-TINY_POLICY = MemoryPolicy(parallelism="ddp", compute_dtype="fp32", frozen_dtype="fp32",
-                           activation_checkpointing=False)
-
-
-def policy_for(preset_name: str, stage: str) -> MemoryPolicy:
-    if preset_name == "tiny":
-        return dataclasses.replace(TINY_POLICY, frozen_reference_dit=stage == "rl", references=int(stage != "rl"))
-    return FULL_POLICIES.get(stage, MemoryPolicy())
+def stage_policy(name: str, stage: dict) -> MemoryPolicy:
+    """A stage block as in conf/*/parameters_training.yml: its `parallel:` block; RL (objective grpo) trains on
+    text-to-image rollouts beside a frozen reference DiT, the flow stages on edit samples with one reference."""
+    parallel = ParallelConfig.from_dict(stage.get("parallel"), where=f"stage {name!r}: parallel")
+    rl = stage.get("objective", "flow") == "grpo"
+    return MemoryPolicy(parallel, references=0 if rl else 1, frozen_reference_dit=rl)
 
 
 # ------------------------------------------------------------------------------------------- measuring activations
@@ -140,23 +129,16 @@ def flash_attention():
         F.scaled_dot_product_attention = original
 
 
-def blocks(model: DeepGen) -> list[torch.nn.Module]:
-    """The checkpointing (and FSDP2) units: VLM decoder layers, connector layers, DiT blocks."""
-    scb = list(model.scb.encoder.layers) if model.scb.encoder is not None else []
-    return list(model.encoder.vlm.language_model.layers) + scb + list(model.dit.transformer_blocks)
-
-
 @contextlib.contextmanager
 def checkpointed(modules: list[torch.nn.Module]):
-    """Each module's forward recomputed in backward (non-reentrant torch.utils.checkpoint) while the block runs."""
-    originals = [m.forward for m in modules]
-    for module, forward in zip(modules, originals):
-        module.forward = lambda *a, _f=forward, **k: checkpoint(_f, *a, use_reentrant=False, **k)
+    """Each module's forward recomputed in backward (as training's activation checkpointing) while the block runs."""
+    for module in modules:
+        checkpoint_forward(module)
     try:
         yield
     finally:
         for module in modules:
-            del module.forward  # the instance attribute; the class's forward shows again
+            uncheckpoint_forward(module)
 
 
 @contextlib.contextmanager
@@ -215,7 +197,7 @@ def activation_peak(model: DeepGen, batch: int, policy: MemoryPolicy) -> int:
     """Peak bytes the step allocates beyond the weights: forward, then backward when anything trains."""
     params = [p for p in model.parameters() if p.requires_grad]
     known = list(model.parameters()) + list(model.buffers())
-    units = blocks(model) if policy.activation_checkpointing else []
+    units = blocks(model) if policy.parallel.activation_checkpointing else []
     with flash_attention(), checkpointed(units), grads_dropped(params), LiveBytes(known) as tracker:
         loss = training_step(model, batch, policy.references, policy.frozen_reference_dit)
         if loss.requires_grad:
@@ -227,29 +209,36 @@ def activation_peak(model: DeepGen, batch: int, policy: MemoryPolicy) -> int:
 # ----------------------------------------------------------------------------------- weights, gradients, optimizer
 
 def model_state_bytes(model: DeepGen, policy: MemoryPolicy, gpus: int) -> dict[str, int]:
-    """Per GPU: weights (frozen, trained, buffers), gradients, AdamW moments, FSDP2 units in flight, RL reference."""
-    size = {role: DTYPES[getattr(policy, f"{role}_dtype")].itemsize for role in ("compute", "master", "frozen")}
-    weights = grads = optimizer = 0
+    """Per GPU: weights (frozen, trained, buffers), gradients, AdamW moments, EMA, FSDP2 units in flight, RL
+    reference."""
+    parallel = policy.parallel
+    size = {"compute": DTYPES[parallel.param_dtype].itemsize, "master": DTYPES[MASTER_DTYPE].itemsize,
+            "frozen": DTYPES[parallel.frozen_dtype].itemsize}
+    sharded = parallel.strategy == "fsdp2"
+    weights = grads = optimizer = ema = 0
     for attr in COMPONENT_MODULES.values():
         module = getattr(model, attr)
         trained = sum(p.numel() for p in module.parameters() if p.requires_grad)
         frozen = sum(p.numel() for p in module.parameters() if not p.requires_grad)
         buffers = sum(b.numel() for b in module.buffers())
-        shards = gpus if policy.parallelism == "fsdp2" else 1
+        local = math.ceil(trained / gpus) if sharded else trained
         weights += frozen * size["frozen"] + buffers * (size["master"] if trained else size["frozen"])
-        weights += math.ceil(trained / shards) * size["master"]
-        if policy.parallelism == "ddp" and policy.compute_dtype != policy.master_dtype:
+        weights += local * size["master"]
+        if not sharded and parallel.param_dtype != MASTER_DTYPE:
             weights += trained * size["compute"]  # autocast's cast cache holds each trained weight in bf16
-        grads += math.ceil(trained / shards) * size["master"]
-        optimizer += 2 * math.ceil(trained / shards) * size["master"]
+        grads += local * size["master"]
+        optimizer += 2 * local * size["master"]
+        ema += local * size["master"] if parallel.ema_decay > 0 else 0
     in_flight = 0
-    if policy.parallelism == "fsdp2":
-        unit = max((sum(p.numel() for p in m.parameters() if p.requires_grad) for m in blocks(model)), default=0)
-        in_flight = unit * (3 * size["compute"] + size["master"])
+    if sharded:
+        units = [sum(p.numel() for p in m.parameters() if p.requires_grad) for m in shard_units(model)]
+        root = sum(p.numel() for p in model.parameters() if p.requires_grad) - sum(units)
+        in_flight = max(units, default=0) * (3 * size["compute"] + size["master"])
+        in_flight += root * (2 * size["compute"] + size["master"])  # the root's group is gathered for the whole step
     reference = 0
     if policy.frozen_reference_dit:
         reference = sum(t.numel() for t in [*model.dit.parameters(), *model.dit.buffers()]) * size["frozen"]
-    return {"weights": weights, "gradients": grads, "optimizer": optimizer, "fsdp_in_flight": in_flight,
+    return {"weights": weights, "gradients": grads, "optimizer": optimizer, "ema": ema, "fsdp_in_flight": in_flight,
             "reference_dit": reference}
 
 
@@ -259,7 +248,7 @@ def stage_memory(cfg: ModelConfig, stage: dict, policy: MemoryPolicy, gpus: int,
     """GiB per GPU at micro-batch 1, per extra sample, and the largest micro-batch under the card less headroom."""
     if gpus < 1:
         raise ValueError(f"--gpus must be at least 1, got {gpus}")
-    model = meta_model(cfg, stage).to(DTYPES[policy.compute_dtype])
+    model = meta_model(cfg, stage).to(DTYPES[policy.parallel.param_dtype])
     one, two = activation_peak(model, 1, policy), activation_peak(model, 2, policy)
     state = model_state_bytes(model, policy, gpus)
     per_sample = two - one
@@ -273,30 +262,34 @@ def stage_memory(cfg: ModelConfig, stage: dict, policy: MemoryPolicy, gpus: int,
             "policy": dataclasses.asdict(policy)}
 
 
-def memory_plan(cfg: ModelConfig, stages: dict[str, dict], gpus: int, card_gib: float = 80.0,
-                policies: dict[str, MemoryPolicy] | None = None) -> dict:
-    policies = policies or {}
+def memory_plan(cfg: ModelConfig, stages: dict[str, dict], gpus: int, card_gib: float = 80.0) -> dict:
+    """Every stage that trains the generator (objective flow or grpo, steps > 0), each under its own `parallel:`
+    block; the tiny preset's VAE stage (objective vae) is not modelled."""
     plan = {"preset": cfg.preset, "gpus": gpus, "card_gib": card_gib, "headroom": HEADROOM, "stages": {}}
     for name, stage in stages.items():
-        policy = policies.get(name) or policy_for(cfg.preset, name)
-        plan["stages"][name] = stage_memory(cfg, {**stage, "name": name}, policy, gpus, card_gib)
+        if stage.get("objective", "flow") == "vae" or stage.get("steps", 1) == 0:
+            continue
+        plan["stages"][name] = stage_memory(cfg, {**stage, "name": name}, stage_policy(name, stage), gpus, card_gib)
     return plan
 
 
 def format_plan(plan: dict) -> str:
     lines = [f"deepgen {plan['preset']} preset: memory per GPU on {plan['gpus']} GPU(s) of {plan['card_gib']:g} GiB "
              f"(real forward + backward on meta tensors; {plan['headroom']:.0%} of the card kept free)", "",
-             f"{'stage':<11}{'parallel':<9}{'ckpt':<6}{'weights':>9}{'grads':>8}{'adam':>7}{'units':>7}{'ref':>6}"
-             f"{'act@1':>8}{'GiB@1':>8}{'/sample':>9}{'micro-batch':>13}{'GiB@mb':>8}"]
+             f"{'stage':<11}{'parallel':<9}{'ckpt':<6}{'weights':>9}{'grads':>8}{'adam':>7}{'ema':>6}{'units':>7}"
+             f"{'ref':>6}{'act@1':>8}{'GiB@1':>8}{'/sample':>9}{'micro-batch':>13}{'GiB@mb':>8}"]
     for name, s in plan["stages"].items():
-        p, g = s["policy"], s["parts_gib"]
+        p, g = s["policy"]["parallel"], s["parts_gib"]
         fits = s["micro_batch"] >= 1
-        lines.append(f"{name:<11}{p['parallelism']:<9}{'yes' if p['activation_checkpointing'] else 'no':<6}"
-                     f"{g['weights']:>9.2f}{g['gradients']:>8.2f}{g['optimizer']:>7.2f}{g['fsdp_in_flight']:>7.2f}"
-                     f"{g['reference_dit']:>6.2f}{g['activations']:>8.2f}{s['gib_per_gpu']:>8.2f}"
-                     f"{s['gib_per_sample']:>9.3f}{s['micro_batch'] if fits else 'DOES NOT FIT':>13}"
-                     f"{s['gib_at_micro_batch']:>8.2f}")
-    lines += ["", "weights: frozen parts in the frozen dtype, trained ones as fp32 masters (sharded under FSDP2);",
-              "units: FSDP2's gathered block + prefetch + unsharded grads; ref: RL's frozen KL-reference DiT;",
-              "act@1: peak step allocation at micro-batch 1; micro-batch: the largest that fits."]
+        lines.append(f"{name:<11}{p['strategy']:<9}{'yes' if p['activation_checkpointing'] else 'no':<6}"
+                     f"{g['weights']:>9.2f}{g['gradients']:>8.2f}{g['optimizer']:>7.2f}{g['ema']:>6.2f}"
+                     f"{g['fsdp_in_flight']:>7.2f}{g['reference_dit']:>6.2f}{g['activations']:>8.2f}"
+                     f"{s['gib_per_gpu']:>8.2f}{s['gib_per_sample']:>9.3f}"
+                     f"{s['micro_batch'] if fits else 'DOES NOT FIT':>13}{s['gib_at_micro_batch']:>8.2f}")
+    lines += ["", "parallel, ckpt, ema: the stage's `parallel:` block (strategy, activation_checkpointing, ema_decay);",
+              "weights: frozen parts in the frozen dtype, trained ones as fp32 masters (sharded under FSDP2);",
+              "units: FSDP2's gathered root group (the DiT) and largest layer + prefetch, with unsharded grads;",
+              "ref: RL's frozen KL-reference DiT;",
+              "act@1: peak step allocation at micro-batch 1; micro-batch: the largest that fits (per micro-step:",
+              "grad_accumulation multiplies the batch an optimizer step sees, not the memory)."]
     return "\n".join(lines)

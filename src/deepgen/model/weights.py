@@ -60,6 +60,17 @@ def resolve(path_or_s3: str | Path, what: str = "weights") -> Path:
     return local
 
 
+def absolute_pretrained(overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """Model overrides with each local `pretrained` folder as an absolute path (s3:// prefixes as they are): Ray
+    workers on other nodes and checkpoints that reference their pretrained folders must not depend on the directory
+    a run was started from."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in (overrides or {}).items()}
+    for part in out.values():
+        if isinstance(part, dict) and part.get("pretrained"):
+            part["pretrained"] = storage.absolute(str(part["pretrained"]))
+    return out
+
+
 def read_config(folder: Path, name: str = "config.json") -> dict[str, Any]:
     path = folder / name
     if not path.is_file():

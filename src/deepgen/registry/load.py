@@ -56,9 +56,8 @@ def load_model(uri: str, device: str = "cpu"):
 
     if uri.startswith("models:/"):
         return load_checkpoint(registered_checkpoint(uri), device)
-    if storage.is_s3(uri):
-        local = Path(tempfile.mkdtemp(prefix="deepgen-ckpt-"))
-        return load_checkpoint(storage.download_dir(uri, local), device)
+    if storage.is_s3(uri):  # fetched into DEEPGEN_CACHE, reused while the prefix's listing is unchanged
+        return load_checkpoint(uri, device)
     if not Path(uri).exists():
         raise FileNotFoundError(f"model not found: {uri} (expected a checkpoint folder, s3:// prefix or "
                                 f"models:/name@alias)")
@@ -98,7 +97,10 @@ def register(checkpoint_uri: str, name: str, scores: dict, data_version: str, ev
             set_scores(client, name, int(version.version), scores, eval_hash, version.tags)
             return {"name": name, "version": int(version.version)}
     with tempfile.TemporaryDirectory() as tmp:
-        local = storage.download_dir(checkpoint_uri, Path(tmp) / "checkpoint")
+        from deepgen.model.export import export_checkpoint
+
+        # a lean stage checkpoint reads its frozen parts from its bases: the registry keeps a complete copy
+        local = export_checkpoint(checkpoint_uri, Path(tmp) / "checkpoint")
         from mlflow.models import infer_signature
 
         signature = infer_signature(pd.DataFrame({"prompt": ["a red circle"]}),

@@ -22,8 +22,8 @@ def prompt_lines(samples: Iterable[dict], categories: Iterable[str], heldout_fra
     """One entry per distinct caption of the wanted categories, in shard order (deterministic)."""
     wanted, seen, out = set(categories), set(), []
     for sample in samples:
-        if sample.get("category") not in wanted or sample["caption"] in seen:
-            continue
+        if sample.get("category") not in wanted or sample.get("kind") == "edit" or sample["caption"] in seen:
+            continue  # an edit's instruction is no text-to-image prompt (a folder source's edits share its category)
         if is_held_out(sample.get("scene_key", ""), heldout_fraction):
             continue
         seen.add(sample["caption"])

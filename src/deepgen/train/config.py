@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from deepgen.model.lora import LoRAConfig
+from deepgen.model.parallel import ParallelConfig
 from deepgen.rl.config import GRPOConfig
 
 OBJECTIVES = ("flow", "vae", "grpo")  # deepgen.train.objectives registers one plug-in under each name
@@ -33,6 +34,14 @@ class ScalingConfig:
     use_gpu: bool = False
     cpus_per_worker: int = 1
     torch_threads: int = 1
+    # DataLoader processes per worker that read, decode and collate (part of the data order: see train/stream.py).
+    # 0 on the tiny CPU run. bench/stream.py on the default shards (2 cores, shared with other work): in-process
+    # 26.5 batches/s of 16, with 1 loader worker 23.3, with 2 32.0 (noisy); a batch costs ~40 ms against a ~200 ms
+    # step, and the two Ray workers already keep both cores busy, so worker processes only take CPU from them
+    loader_workers: int = 0
+    # times Ray Train restarts the workers from the latest checkpoint after one dies (resume is exact, so this does
+    # not name the run)
+    max_failures: int = 0
 
 
 @dataclass
@@ -48,8 +57,14 @@ class StageConfig:
     keep: dict[str, float] | None = None  # category/kind -> probability its samples are used (stage data mix)
     foreground_weight: float = 0.0  # objective "vae": extra loss weight on non-background pixels (sparse scenes)
     crop: int = 0  # objective "vae": train on random crops of this size (fully convolutional; 32 px costs 1/4)
-    precision: str = "fp32"  # "bf16": autocast on GPUs (the full preset); fp32 on CPU
+    # DDP or FSDP2, mixed precision, activation checkpointing, gradient accumulation, EMA (deepgen.model.parallel);
+    # the memory plan (`deepgen describe --memory`) reads the same block
+    parallel: ParallelConfig = field(default_factory=ParallelConfig)
     log_every: int = 10
+    # A held-out check every `heldout_every` steps (0: none) on `heldout` prompts per category (ShapesWorld), logged
+    # as curves (deepgen.train.heldout). It measures, it does not train: neither key names the run.
+    heldout_every: int = 0
+    heldout: dict[str, int] | None = None
     checkpoint_every: int = 200
     seed: int = 0
     grpo: GRPOConfig | None = None  # objective "grpo": rollouts, rewards, PPO and KL settings
@@ -58,6 +73,8 @@ class StageConfig:
     @classmethod
     def from_dict(cls, name: str, data: dict[str, Any]) -> "StageConfig":
         known = {f.name for f in fields(cls)}
+        if "precision" in data:  # moved into the parallel block (FSDP2's mixed-precision policy reads it too)
+            raise ValueError(f"stage {name!r}: `precision` is now `parallel: {{param_dtype: ...}}`")
         unknown = sorted(set(data) - known)
         if unknown:
             raise ValueError(f"stage {name!r}: unknown key(s) {unknown}; known: {sorted(known)}")
@@ -71,8 +88,8 @@ class StageConfig:
             if data.get("objective") != "grpo":
                 raise ValueError(f"stage {name!r}: a `grpo:` block needs objective 'grpo'")
             data["grpo"] = GRPOConfig.from_dict(data.get("grpo"), where=f"{name}.grpo")
-        if data.get("precision", "fp32") not in ("fp32", "bf16"):
-            raise ValueError(f"stage {name!r}: precision must be 'fp32' or 'bf16', got {data['precision']!r}")
+        if not isinstance(data.get("parallel"), ParallelConfig):
+            data["parallel"] = ParallelConfig.from_dict(data.get("parallel"), where=f"stage {name!r}: parallel")
         data["trainable"] = tuple(data.get("trainable", ("scb",)))
         if data.get("lora"):
             data["lora"] = LoRAConfig(**data["lora"])

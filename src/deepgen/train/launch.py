@@ -22,12 +22,20 @@ log = logging.getLogger(__name__)
 RECORD_FILE = "record.json"
 # We report only at checkpoints, so Ray Train's default 2 s health-check poll costs little; a faster poll (0.2 s)
 # kept the controller busy and took CPU from the two workers on a 2-core machine.
-RAY_ENV = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+# RAY_worker_niceness 0: Ray renices its workers by +15 (so that its daemons win under load), which leaves a training
+# worker with 1/30 of the CPU share of any other process at normal priority on a shared machine; ours keep the
+# driver's (bench/train.py --compare-niceness measures it).
+RAY_ENV = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_worker_niceness": "0"}
+
+
+# Stage settings that observe a run without changing its weights: they never name it
+OBSERVING = ("log_every", "heldout_every", "heldout", "note")
 
 
 def run_name(stage: StageConfig, init: dict, data_version: str) -> str:
-    payload = json.dumps({"stage": dataclasses.asdict(stage), "init": init, "data": data_version},
-                         sort_keys=True, default=str)
+    settings = {k: v for k, v in dataclasses.asdict(stage).items() if k not in OBSERVING}
+    settings["scaling"].pop("max_failures")  # restarts resume exactly: they do not change the result
+    payload = json.dumps({"stage": settings, "init": init, "data": data_version}, sort_keys=True, default=str)
     return f"{stage.name}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
 
 
@@ -61,11 +69,11 @@ def _storage(storage_uri: str):
 
 def run_stage(stage: StageConfig, init: dict, data: dict[str, list[str]], data_version: str, storage_uri: str,
               tracking: dict | None = None, preview_prompts: list[dict] | None = None,
-              ray_address: str | None = None) -> dict:
+              ray_address: str | None = None, heldout: list[dict] | None = None) -> dict:
     """Train `stage` from `init` ({"checkpoint": uri} or {"preset": name, "seed": n}) on `data` (stream name ->
     shard URLs: "train", and for RL "prompts"), the shards of `data_version` (the version, not the paths, names the
     run: moving the data folder retrains nothing)."""
-    from ray.train import CheckpointConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     from deepgen.train.loop import train_loop
@@ -91,11 +99,13 @@ def run_stage(stage: StageConfig, init: dict, data: dict[str, list[str]], data_v
         trainer = TorchTrainer(
             train_loop,
             train_loop_config={"stage": dataclasses.asdict(stage), "init": init, "data": data,
-                               "tracking": tracking, "preview_prompts": preview_prompts},
+                               "tracking": tracking, "preview_prompts": preview_prompts,
+                               "heldout": heldout},
             scaling_config=ScalingConfig(num_workers=stage.scaling.num_workers, use_gpu=stage.scaling.use_gpu,
                                          resources_per_worker=resources),
             run_config=RunConfig(name=name, storage_path=path, storage_filesystem=filesystem,
-                                 checkpoint_config=CheckpointConfig(num_to_keep=2)),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2),
+                                 failure_config=FailureConfig(max_failures=stage.scaling.max_failures)),
         )
         result = trainer.fit()
         checkpoint = result.checkpoint.path

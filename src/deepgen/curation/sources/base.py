@@ -47,6 +47,7 @@ class RawRecord:
     meta: dict = field(default_factory=dict)  # kind, category and anything else to keep in the shard's json
     origin: str = ""  # where it came from, for reports (never part of the shards or the data version)
     error: str | None = None  # a reason found while reading the source: the record is quarantined with it
+    detail: str = ""  # with `error`: what is wrong with `origin`, in words (the source's warning line; not stored)
     heldout: bool | None = None  # the source's own split (ShapesWorld: by scene); None: by content hash
     sidecar: FileRef | None = None  # a JSON object read by the worker: the caption if none yet, and metadata
 

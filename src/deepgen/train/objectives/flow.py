@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from deepgen.train.batches import batches, sample_stream
 from deepgen.train.objectives.base import Objective, register
 
 
@@ -11,11 +10,9 @@ class FlowObjective(Objective):
     previews = True
 
     def batches(self):
-        return batches(sample_stream(self.context.data["train"], seed=self.context.seed, keep=self.stage.keep),
-                       self.stage.batch_size)
+        return self.stream("train", self.stage.batch_size, self.stage.keep)
 
     def forward(self, batch: dict):
         model = self.model
-        loss = model.flow_loss(batch["images"].to(model.device), batch["captions"], batch["refs"],
-                               batch["ref_images"].to(model.device))
+        loss = model.flow_loss(batch["images"].to(model.device), batch["captions"], batch["refs"], batch["ref_images"])
         return loss, {}

@@ -6,6 +6,10 @@ copy of the starting DiT, and a small auxiliary flow-matching loss on the SFT da
 prompt from one initial noise (whole groups stay on one worker), scores them and normalises the advantages over every
 worker's groups. It then yields `inner_epochs x minibatches` updates over that rollout; each update trains on a random
 `train_fraction` of the denoising steps (the same ones for the whole update, gradients summed over them).
+
+A resumed stage continues exactly (same prompts, same rollout noise) when its checkpoint falls between rollouts, as it
+always does with one update per rollout (the default); a checkpoint inside a rollout's updates resumes with the next
+rollout.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from deepgen.model.deepgen import Conditioning
 from deepgen.model.sampling import log_prob, sample, step_distribution
 from deepgen.rl.grpo import batch_normalise, group_advantages, ppo_loss, signal_share, velocity_kl
 from deepgen.rl.rewards import build_reward, score_group
-from deepgen.train.batches import batches, sample_stream
+from deepgen.train.batches import samples_batch
 from deepgen.train.objectives.base import Objective, register
 from deepgen.train.preview import grid
 
@@ -72,18 +76,26 @@ class GRPOObjective(Objective):
 
     def batches(self):
         cfg = self.cfg
-        prompts = sample_stream(self.context.data["prompts"], seed=self.context.seed)
-        sft = None
-        if cfg.aux_coef > 0:
-            sft = batches(sample_stream(self.context.data["train"], seed=self.context.seed + 1, keep=self.stage.keep),
-                          cfg.aux_batch_size)
+        prompts = self.stream("prompts", cfg.prompts_per_worker, source="prompts", collate_fn=samples_batch)
+        sft = self.stream("sft", cfg.aux_batch_size, self.stage.keep) if cfg.aux_coef > 0 else None
         while True:
-            rollout = self.rollout([next(prompts) for _ in range(cfg.prompts_per_worker)])
+            rollout = self.rollout(next(prompts)["samples"])
             size = rollout.advantages.shape[0]
             for _ in range(cfg.inner_epochs):
                 order = torch.randperm(size, generator=self.generator)
                 for idx in order.chunk(cfg.minibatches):
                     yield {"rollout": rollout.select(idx.sort().values), "sft": next(sft) if sft else None}
+
+    def data_state(self) -> dict:
+        return {**super().data_state(), "generator": self.generator.get_state(), "rollouts": self.rollouts}
+
+    def load_data_state(self, state: dict) -> None:
+        super().load_data_state(state)
+        self.generator.set_state(state["generator"])
+        self.rollouts = int(state["rollouts"])
+
+    def image_sizes(self) -> set[tuple[int, int]]:
+        return super().image_sizes() | {(self.model.cfg.image_size, self.model.cfg.image_size)}  # the rollouts'
 
     @torch.no_grad()
     def rollout(self, samples: list[dict]) -> Rollout:
@@ -171,8 +183,7 @@ class GRPOObjective(Objective):
                    "ratio_mean": ratio / n, "clip_fraction": clipped / n}
         if batch["sft"] is not None:
             sft = batch["sft"]
-            aux = model.flow_loss(sft["images"].to(model.device), sft["captions"], sft["refs"],
-                                  sft["ref_images"].to(model.device))
+            aux = model.flow_loss(sft["images"].to(model.device), sft["captions"], sft["refs"], sft["ref_images"])
             total = total + cfg.aux_coef * aux
             metrics["aux_sft_loss"] = float(aux.detach())
         return total, metrics
