@@ -210,12 +210,11 @@ def main() -> None:
         counts = DiTSCBStep(cfg)
     dit_params = sum(p.numel() for p in counts.dit.parameters())
     scb_params = sum(p.numel() for p in counts.scb.parameters())
-    print(f"{cfg.preset} preset DiT ({dit_params / 1e9:.2f} B params) + SCB ({scb_params / 1e9:.2f} B), both trained, "
-          f"on {name}; peak bf16 {peak / 1e12:.0f} TFLOP/s" if peak else
-          f"{cfg.preset} preset DiT ({dit_params / 1e9:.3f} B params) + SCB ({scb_params / 1e9:.3f} B) on {name}; "
-          f"no peak FLOP/s known for it (set DEEPGEN_PEAK_TFLOPS): MFU not computed")
+    print(f"{cfg.preset} preset DiT ({dit_params / 1e6:,.0f} M params) + SCB ({scb_params / 1e6:,.0f} M), both "
+          f"trained, on {name}; " + (f"peak bf16 {peak / 1e12:.4g} TFLOP/s" if peak else
+                                     "no peak FLOP/s known for it (set DEEPGEN_PEAK_TFLOPS): MFU not computed"))
     print(f"the VLM is not run: random hidden states of its shape stand in for its tapped layers; "
-          f"{cfg.image_size} px, {args.references} reference(s); {flops / 1e12:.3f} model TFLOP per sample "
+          f"{cfg.image_size} px, {args.references} reference(s); {flops / 1e12:.4g} model TFLOP per sample "
           f"(forward + backward); {args.warmup} warm-up + {args.steps} timed steps per layout", flush=True)
     results = {}
     with process_group(device):
@@ -235,7 +234,7 @@ def main() -> None:
             mfu = f"MFU {tflops * 1e12 / peak:6.1%}" if peak else "MFU n/a"
             results[layout] = tflops * 1e12 / peak if peak else None
             print(f"  {layout:<9} micro-batch {batch:>3}: {result['step_s'] * 1000:8.1f} ms/step "
-                  f"{result['samples_per_s']:8.2f} samples/s {tflops:8.1f} TFLOP/s  {mfu}  "
+                  f"{result['samples_per_s']:8.2f} samples/s {tflops:8.4g} TFLOP/s  {mfu}  "
                   f"peak memory {result['peak_gib']:.1f} GiB  (loss {result['loss']:.3f})", flush=True)
     measured = {k: v for k, v in results.items() if v is not None}
     if measured:

@@ -12,8 +12,8 @@ first `--warmup` windows: process, Ray and worker start-up are not counted, per-
 controller's polling, report handling, the OMP/thread environment) are. The set-ups alternate for `--rounds` rounds;
 each figure is the median over rounds. Beside samples/s, the CPU seconds per sample of every process of the run (Ray's
 daemons and workers included, sampled with psutil over the same windows): what a set-up costs the machine (when
-other jobs oversubscribe the cores, OpenMP's spin-waiting inflates it for the 2-thread set-ups). Printed: the layout ratio, then as the last line `overhead: X.XX` (Ray
-1x2's wall time per sample over the plain loop's; target <= 1.10).
+other jobs oversubscribe the cores, OpenMP's spin-waiting inflates it for the 2-thread set-ups). Printed: the layout
+ratio, then as the last line `overhead: X.XX` (Ray 1x2's wall time per sample over the plain loop's; target <= 1.10).
 
     .venv/bin/python bench/train.py [--steps 60] [--rounds 2] [--warmup 2] [--log-every 10] [--compare-niceness]
 """
@@ -134,7 +134,7 @@ def measure(label: str, urls: list[str], tmp: Path, tracking_uri: str, args, ind
     samples = GLOBAL_BATCH * args.log_every * len(measured)
     first, last = history[args.warmup - 1].timestamp / 1000, history[-1].timestamp / 1000
     cpu_ms = 1000 * (cpu_at(cpu, last) - cpu_at(cpu, first)) / samples
-    print(f"  {label:<8} {rate:7.1f} samples/s  {cpu_ms:6.1f} CPU ms/sample  ({len(measured)} windows of "
+    print(f"  {label:<11} {rate:7.1f} samples/s  {cpu_ms:6.1f} CPU ms/sample  ({len(measured)} windows of "
           f"{args.log_every} steps; {time.time() - started:.0f} s with start-up)", flush=True)
     return rate, cpu_ms
 
@@ -223,6 +223,8 @@ def main() -> None:
               f"{', '.join(f'{a / b:.2f}' for a, b in zip(rates['ray 1x2'], rates[NICE_15]))}; equal on idle cores)")
     print(f"Ray 1x2 time per sample over the plain loop's, per round: {', '.join(f'{r:.2f}' for r in per_round)} "
           f"(target <= 1.10)")
+    print(f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other jobs make single rounds "
+          "differ by 2x and more; compare rounds)")
     print(f"overhead: {median['plain'] / median['ray 1x2']:.2f}")
 
 

@@ -104,7 +104,8 @@ def test_run_metrics_artifacts_and_champion_live_on_the_server(pipeline_run, aut
     assert int(champion.version) == reg["version"] and champion.tags["promotion.decision"] == "champion"
     assert champion.source.startswith("models:/m-")  # MLflow 3: a logged model, stored beside the runs
     assert any(k.endswith(f"/{champion.source.removeprefix('models:/')}/artifacts/MLmodel") for k in keys), keys
-    mlmodel = mlflow.artifacts.download_artifacts(f"models:/{reg['name']}@champion/MLmodel", dst_path=str(tmp_path))
+    mlmodel = mlflow.artifacts.download_artifacts(f"models:/{reg['name']}@champion/MLmodel", dst_path=str(tmp_path),
+                                                tracking_uri=auth_server.uri, registry_uri=auth_server.uri)
     assert "checkpoint" in yaml.safe_load(Path(mlmodel).read_text())["flavors"]["python_function"]["artifacts"]
 
 
