@@ -4,12 +4,24 @@ mode), each started once per session."""
 from __future__ import annotations
 
 import os
+import sys
 
 import pytest
 import torch
 
 os.environ.setdefault("KEDRO_DISABLE_TELEMETRY", "1")
 torch.set_flush_denormal(True)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def mlflow_tracking_uri_kept():
+    """MLflow's tracking URI is process-global (and mirrored into MLFLOW_TRACKING_URI): a module that sets it and
+    forgets sent a later module's registry lookups to its own SQLite store (CI, 2026-12-02). Each module ends with it
+    as it began: unset if it was."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if "mlflow" in sys.modules:  # nothing could have set it otherwise
+        sys.modules["mlflow"].set_tracking_uri(before)
 
 
 @pytest.fixture(scope="session")

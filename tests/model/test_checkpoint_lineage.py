@@ -256,18 +256,14 @@ def test_registering_a_lean_checkpoint_keeps_a_complete_copy(chain, tmp_path):
     freeze(model, ("scb",))
     perturb_trainable(model, 11)
     child = save_checkpoint(model, tmp_path / "alignment", trained=("scb",), base=parent)
-    before = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    try:
-        mlflow.set_experiment(experiment_id=mlflow.create_experiment("lineage", (tmp_path / "artifacts").as_uri()))
-        with mlflow.start_run():
-            version = register(str(child), "deepgen-lean", {"overall": 0.5}, "v1")["version"]
-        assert "base" not in json.loads((Path(registered_checkpoint(f"models:/deepgen-lean/{version}")) /
-                                         "config.json").read_text())
-        shutil.rmtree(parent)  # the run folders may go: the registered version does not read them
-        assert same_weights(load_model(f"models:/deepgen-lean/{version}"), model)
-    finally:
-        mlflow.set_tracking_uri(before)  # a global left set would point later tests' clients at this store
+    mlflow.set_experiment(experiment_id=mlflow.create_experiment("lineage", (tmp_path / "artifacts").as_uri()))
+    with mlflow.start_run():
+        version = register(str(child), "deepgen-lean", {"overall": 0.5}, "v1")["version"]
+    assert "base" not in json.loads((Path(registered_checkpoint(f"models:/deepgen-lean/{version}")) /
+                                     "config.json").read_text())
+    shutil.rmtree(parent)  # the run folders may go: the registered version does not read them
+    assert same_weights(load_model(f"models:/deepgen-lean/{version}"), model)
 
 
 def test_a_root_refers_to_its_pretrained_folders_by_hash(tiny_model, tmp_path, monkeypatch):
