@@ -152,8 +152,13 @@ TINY: dict[str, Any] = {
     # full preset keeps the release's 6-layer encoder, which fuses a pretrained VLM's features.
     "scb": {"num_think_tokens": 8, "width": 128, "depth": 0, "num_heads": 4, "mlp_size": 256,
             "output_init_std": 0.05},
+    # sample_size 32 (not the 16 a 64 px image's latent has) only sets the spacing of the sincos positions: diffusers
+    # places the pos_embed_max_size grid at arange(16) / (16 / (sample_size / patch_size)), so 16 put neighbouring
+    # patches 0.5 apart and 32 puts them 1 apart. An edit copies its reference token by token through these positions:
+    # learning to copy (target = reference, 250 steps at batch 16, fresh DiT) reached flow loss 0.12 at 32 against
+    # 0.35 at 16 (a shuffled reference: 1.9 / 0.9); single-object generation after alignment was no worse (shape 0.67).
     "dit": {
-        "sample_size": 16, "patch_size": 2, "in_channels": 4, "out_channels": 4, "num_layers": 4,
+        "sample_size": 32, "patch_size": 2, "in_channels": 4, "out_channels": 4, "num_layers": 4,
         "attention_head_dim": 32, "num_attention_heads": 4, "joint_attention_dim": 128,
         "caption_projection_dim": 128, "pooled_projection_dim": 128, "pos_embed_max_size": 16,
         "dual_attention_layers": (), "qk_norm": "rms_norm",
