@@ -10,8 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
+from deepgen.model.config import TINY, ModelConfig
 from deepgen.model.deepgen import fit_size, pil_to_tensor
-from deepgen.model.dit import dit_forward
+from deepgen.model.dit import build_dit, dit_forward
 
 
 def noise_image(width: int, height: int, seed: int) -> Image.Image:
@@ -212,11 +213,8 @@ def test_release_bridge_generation_never_pads_and_stays_batch_independent(same_i
 
 def test_tiny_dit_tells_neighbouring_patches_apart_for_copying_references():
     """An edit copies its reference token by token through the shared sincos positions; with the 16 a 64 px latent
-    has as `sample_size`, neighbouring patches sat 0.5 apart (cosine 0.9956) and copying learned ~3x slower
-    (model/config.py). The tiny preset must keep them at least 1 apart."""
-    from deepgen.model.config import TINY, ModelConfig
-    from deepgen.model.dit import build_dit
-
+    has as `sample_size`, neighbouring patches sat 0.5 apart (cosine 0.9956) and bench/copy_probe.py's copy loss
+    was 2.7x higher (model/config.py). The tiny preset must keep them at least 1 apart."""
     dit = build_dit(ModelConfig.from_dict(TINY).dit)
     grid = torch.nn.functional.normalize(dit.pos_embed.cropped_pos_embed(16, 16)[0], dim=-1).view(8, 8, -1)
     neighbours = (grid[:, 1:] * grid[:, :-1]).sum(-1)
