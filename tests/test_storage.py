@@ -165,3 +165,17 @@ def test_denied_head_raises_instead_of_passing_for_a_prefix(proxy):
         storage.read_bytes(f"{bucket}/raw/nothing.tar")
     # a 404 HEAD still means "a prefix"
     assert [st.rel for st in storage.stat_files(f"{bucket}/raw")] == ["images.tar"]
+
+
+def test_folder_placeholders_are_not_files(proxy, tmp_path):
+    """An S3 console's "Create folder" leaves an empty `name/` object; listing it as a file made download_dir write
+    a file where the folder belongs."""
+    import boto3
+
+    server, bucket = proxy
+    storage.write_bytes(f"{bucket}/weights/vae/config.json", b"{}")
+    boto3.client("s3", endpoint_url=server.url).put_object(Bucket=bucket.removeprefix("s3://"), Key="weights/vae/",
+                                                             Body=b"")
+    assert list(storage.list_files(f"{bucket}/weights")) == [f"{bucket}/weights/vae/config.json"]
+    local = storage.download_dir(f"{bucket}/weights", tmp_path / "weights")
+    assert (local / "vae" / "config.json").read_bytes() == b"{}"

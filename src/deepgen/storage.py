@@ -257,17 +257,16 @@ def stat_files(prefix: str, *, sizes: bool = True) -> Iterator[FileStat]:
             return
     base = key.rstrip("/") + "/" if key else ""
     for item in _list_objects(prefix, bucket, base):
-        if item["Key"].endswith("/"):
-            continue  # "folder" placeholder objects
         yield FileStat(f"s3://{bucket}/{item['Key']}", item["Key"][len(base):], int(item["Size"]),
                        str(item.get("ETag", "")).strip('"'))
 
 
 def _list_objects(uri: str, bucket: str, prefix: str) -> Iterator[dict]:
+    """The objects under `prefix`, without the empty "folder/" placeholders that consoles and some tools create."""
     pages = s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
     with _s3_errors("list", uri):
         for page in pages:
-            yield from page.get("Contents", [])
+            yield from (item for item in page.get("Contents", []) if not item["Key"].endswith("/"))
 
 
 def _walk_sorted(folder: Path, rel: str, sizes: bool = True) -> Iterator[FileStat]:
