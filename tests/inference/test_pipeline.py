@@ -80,7 +80,10 @@ def test_registered_champion_loads_and_generates(checkpoint, pipe, tmp_path, mon
     with mlflow.start_run():
         version = register(str(checkpoint), "deepgen-tiny", {"overall": 0.5}, "v1")["version"]
     assert promote("deepgen-tiny", version, {"overall": 0.5}, Gate())["alias"] == "champion"
+    elsewhere = f"sqlite:///{tmp_path / 'other.db'}"
+    mlflow.set_tracking_uri(elsewhere)  # the store is named by the argument; the caller's global URI stays as it was
     champion = DeepGenPipeline.from_pretrained("models:/deepgen-tiny@champion", tracking_uri=uri)
+    assert mlflow.get_tracking_uri() == elsewhere
     assert same(champion("a red circle", steps=2, progress=False), pipe("a red circle", steps=2, progress=False))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     assert main(["generate", "--prompt", "a red circle", "--steps", "2", "--out", str(tmp_path / "c.png"),

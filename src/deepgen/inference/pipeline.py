@@ -42,10 +42,8 @@ class DeepGenPipeline:
 
         uri = str(uri)
         if uri.startswith("models:/"):
-            import mlflow
-
-            mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
-        return cls(registry.load_model(uri, device))
+            tracking_uri = tracking_uri or default_tracking_uri()
+        return cls(registry.load_model(uri, device, tracking_uri))
 
     def __call__(self, prompt: str | Sequence[str], image=None, steps: int | None = None, cfg: float | None = None,
                  seed: int = 0, negative_prompt: str | None = None, size: tuple[int, int] | None = None,

@@ -50,12 +50,13 @@ class DeepGenPyfunc(mlflow.pyfunc.PythonModel):
         return pd.DataFrame({"prompt": list(model_input["prompt"]), "png_base64": encoded})
 
 
-def load_model(uri: str, device: str = "cpu"):
-    """A DeepGen model from a local checkpoint folder, an s3:// checkpoint prefix, or models:/name@alias."""
+def load_model(uri: str, device: str = "cpu", tracking_uri: str | None = None):
+    """A DeepGen model from a local checkpoint folder, an s3:// checkpoint prefix, or models:/name@alias (resolved
+    in `tracking_uri`'s registry, default MLflow's current one)."""
     from deepgen.model.checkpoint import load_checkpoint
 
     if uri.startswith("models:/"):
-        return load_checkpoint(registered_checkpoint(uri), device)
+        return load_checkpoint(registered_checkpoint(uri, tracking_uri), device)
     if storage.is_s3(uri):  # fetched into DEEPGEN_CACHE, reused while the prefix's listing is unchanged
         return load_checkpoint(uri, device)
     if not Path(uri).exists():
@@ -64,17 +65,32 @@ def load_model(uri: str, device: str = "cpu"):
     return load_checkpoint(uri, device)
 
 
-def registered_checkpoint(uri: str) -> str:
-    """Local folder of a registered model's checkpoint. The model's MLmodel file names the artifact's path (it keeps
-    the logged folder's own name), so it is read rather than guessed; nothing is unpickled."""
+def registered_checkpoint(uri: str, tracking_uri: str | None = None) -> str:
+    """Local folder of a registered model's checkpoint (`models:/name@alias` or `models:/name/version`). The model's
+    MLmodel file names the artifact's path (it keeps the logged folder's own name), so it is read rather than
+    guessed; nothing is unpickled. `tracking_uri` names the store without touching MLflow's global URI (MLflow's own
+    models:/ resolver reads only the global one), so library callers leave it as they found it."""
     import yaml
 
-    base = uri.rstrip("/")
-    spec = yaml.safe_load(Path(mlflow.artifacts.download_artifacts(f"{base}/MLmodel")).read_text())
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    name, sep, ref = uri.removeprefix("models:/").rstrip("/").partition("/")
+    if sep:
+        version = client.get_model_version(name, ref)
+    elif "@" in name:
+        name, alias = name.split("@", 1)
+        version = client.get_model_version_by_alias(name, alias)
+    else:
+        raise ValueError(f"{uri}: expected models:/<name>@<alias> or models:/<name>/<version>")
+    base = client.get_model_version_download_uri(version.name, version.version).rstrip("/")
+
+    def download(path: str) -> str:
+        return mlflow.artifacts.download_artifacts(f"{base}/{path}", tracking_uri=tracking_uri)
+
+    spec = yaml.safe_load(Path(download("MLmodel")).read_text())
     entry = spec.get("flavors", {}).get("python_function", {}).get("artifacts", {}).get(CHECKPOINT_ARTIFACT)
     if not entry or not entry.get("path"):
         raise ValueError(f"{uri} is not a deepgen model (its MLmodel has no {CHECKPOINT_ARTIFACT!r} artifact)")
-    return mlflow.artifacts.download_artifacts(f"{base}/{entry['path']}")
+    return download(entry["path"])
 
 
 def version_checkpoint(version) -> str:
