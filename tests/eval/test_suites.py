@@ -23,6 +23,7 @@ from PIL import Image
 
 from deepgen import storage, world
 from deepgen.eval.suites import (SUITES, Prompt, SuiteContext, SuitePlan, Workers, build_suite, evaluate_state,
+                                 evaluate_states,
                                  log_report, run_suite, run_suites)
 from deepgen.eval.suites.geneval import TASKS, geneval_correct, relative_position
 from deepgen.registry.gate import flatten
@@ -371,3 +372,34 @@ def test_configuration_errors_name_the_culprit(edit_folder, tmp_path, monkeypatc
         with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
             make()
         assert "\n" not in str(error.value)
+
+
+def test_states_side_by_side_score_as_one_after_another(tiny_checkpoints, small_shards, tmp_path, monkeypatch):
+    """The pipeline evaluates its states' ShapesBench in Ray tasks, two at a time: each state's scores, grids,
+    metrics and cached rewards are what evaluating it alone in this process gives, relative paths resolving as in
+    the driver's folder; a second call finds every state cached."""
+    from deepgen.eval.run import evaluate_checkpoint, sample_rewards
+
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    run = client.create_run(client.create_experiment("states", (tmp_path / "artifacts").as_uri()))
+    tracking = {"uri": uri, "run_id": run.info.run_id}
+    settings = {"per_category": 1, "per_category_overrides": {"edit_recolor": 2}, "steps": 2, "guidance": 3.5,
+                "batch_size": 16, "seed": 0, "grid_size": 4}
+    heldout = small_shards[0]["heldout_urls"]
+    checkpoints = {"alignment": tiny_checkpoints[0], "sft": tiny_checkpoints[1]}
+    plan = SuitePlan.from_params({"shapes": {}}, SMALL, {"num_workers": 2, "torch_threads": 1})
+    scores = evaluate_states(plan, checkpoints, SuiteContext(heldout, settings, "cache", tracking))
+    torch.set_num_threads(1)  # the tasks' thread count, so the reference draws the same floats
+    alone = {s: evaluate_checkpoint(s, c, heldout, settings, "alone") for s, c in checkpoints.items()}
+    assert scores == alone
+    assert all(sample_rewards(s, c, heldout, settings, "cache") == sample_rewards(s, c, heldout, settings, "alone")
+               for s, c in checkpoints.items())
+    metrics = client.get_run(run.info.run_id).data.metrics
+    assert metrics["eval/sft/overall"] == scores["sft"]["overall"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "evaluation")}
+    assert {"evaluation/alignment_samples.png", "evaluation/sft_edits.png"} <= artifacts
+    written = {p: p.stat().st_mtime_ns for p in Path("cache").iterdir()}
+    assert evaluate_states(plan, checkpoints, SuiteContext(heldout, settings, "cache", None)) == scores
+    assert {p: p.stat().st_mtime_ns for p in Path("cache").iterdir()} == written  # read back, nothing redone

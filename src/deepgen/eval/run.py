@@ -12,6 +12,8 @@ import json
 import logging
 from pathlib import Path
 
+from PIL import Image
+
 from deepgen import ocr as ocr_module
 from deepgen import storage
 from deepgen import tracking as mlflow_log
@@ -50,24 +52,42 @@ def evaluation_hash(heldout_urls: list[str], settings: dict) -> str:
 def evaluate_checkpoint(state: str, checkpoint_uri: str, heldout_urls: list[str], settings: dict,
                         cache_dir: str, tracking: dict | None = None, ocr=None) -> dict[str, float]:
     """settings: per_category, per_category_overrides, steps, guidance, batch_size, seed, grid_size."""
+    scores, grids = score_checkpoint(state, checkpoint_uri, heldout_urls, settings, cache_dir, ocr)
+    log_evaluation(state, scores, grids, tracking)
+    return scores
+
+
+def score_checkpoint(state: str, checkpoint_uri: str, heldout_urls: list[str], settings: dict, cache_dir: str,
+                     ocr=None, device: str = "cpu") -> tuple[dict[str, float], dict[str, Image.Image]]:
+    """(scores, sample grids by artifact file) of one state, nothing logged: generated and scored, or the cached
+    scores (and no grids) when this checkpoint was evaluated with these settings before. Runs anywhere the cache
+    and checkpoint are reachable (a Ray task beside other states' evaluations; deepgen.eval.suites.shapes)."""
     cache_uri = _cache_uri(state, checkpoint_uri, heldout_urls, settings, cache_dir)
     if storage.exists(cache_uri):
-        scores = json.loads(storage.read_bytes(cache_uri))
         log.info("evaluation %s: cached scores reused (%s)", state, cache_uri)
-    else:
-        model = load_model(checkpoint_uri)
-        samples = evaluation_samples(heldout_urls, settings, model.cfg.image_size)
-        images = generate_all(model, samples, settings.get("batch_size", 32), settings.get("seed", 0),
-                              settings.get("steps"), settings.get("guidance"), desc=f"evaluate {state}")
-        scores = score_all(images, samples, ocr=ocr or ocr_module.read_text)
-        rewards = eval_reward.sample_rewards(images, samples)
-        scores.update(eval_reward.mean_reward(rewards))
-        storage.write_bytes(_rewards_uri(cache_uri), json.dumps(rewards).encode())
-        _log_grids(state, samples, images, settings.get("grid_size", 24), tracking)
-        storage.write_bytes(cache_uri, json.dumps(scores, indent=2, sort_keys=True).encode())
+        return json.loads(storage.read_bytes(cache_uri)), {}
+    model = load_model(checkpoint_uri, device)
+    samples = evaluation_samples(heldout_urls, settings, model.cfg.image_size)
+    images = generate_all(model, samples, settings.get("batch_size", 32), settings.get("seed", 0),
+                          settings.get("steps"), settings.get("guidance"), desc=f"evaluate {state}")
+    scores = score_all(images, samples, ocr=ocr or ocr_module.read_text)
+    rewards = eval_reward.sample_rewards(images, samples)
+    scores.update(eval_reward.mean_reward(rewards))
+    storage.write_bytes(_rewards_uri(cache_uri), json.dumps(rewards).encode())
+    grids = _grids(state, samples, images, settings.get("grid_size", 24))
+    storage.write_bytes(cache_uri, json.dumps(scores, indent=2, sort_keys=True).encode())
+    return scores, grids
+
+
+def log_evaluation(state: str, scores: dict[str, float], grids: dict, tracking: dict | None) -> None:
+    for artifact_file, image in grids.items():
+        mlflow_log.log_image(tracking, image, artifact_file)
     mlflow_log.log_metrics(tracking, {f"eval/{state}/{k}": v for k, v in scores.items()}, step=0)
     log.info("evaluation %s: %s", state, {k: round(v, 3) for k, v in scores.items() if "." not in k})
-    return scores
+
+
+def is_cached(state: str, checkpoint_uri: str, heldout_urls: list[str], settings: dict, cache_dir: str) -> bool:
+    return storage.exists(_cache_uri(state, checkpoint_uri, heldout_urls, settings, cache_dir))
 
 
 def sample_rewards(state: str, checkpoint_uri: str, heldout_urls: list[str], settings: dict,
@@ -115,17 +135,18 @@ def evaluation_samples(heldout_urls: list[str], settings: dict, image_size: int)
                       settings.get("per_category_overrides"), image_size, settings.get("seed", 0))
 
 
-def _log_grids(state: str, samples: list[dict], images: list, size: int, tracking: dict | None) -> None:
+def _grids(state: str, samples: list[dict], images: list, size: int) -> dict:
     """`<state>_samples.png`: images with their prompts; `<state>_edits.png`: source | instruction | result rows."""
     shown = grid_picks(samples, size)
-    mlflow_log.log_image(tracking, grid([images[i] for i in shown], [samples[i]["caption"] for i in shown]),
-                         f"evaluation/{state}_samples.png")
+    grids = {f"evaluation/{state}_samples.png": grid([images[i] for i in shown],
+                                                     [samples[i]["caption"] for i in shown])}
     edits = [i for i, s in enumerate(samples) if s.get("source_image") is not None]
     rows = [edits[j] for j in grid_picks([samples[i] for i in edits], EDIT_GRID_ROWS)]
     if rows:
-        mlflow_log.log_image(tracking, edit_grid([samples[i]["source_image"] for i in rows],
-                                                 [samples[i]["caption"] for i in rows], [images[i] for i in rows]),
-                             f"evaluation/{state}_edits.png")
+        grids[f"evaluation/{state}_edits.png"] = edit_grid([samples[i]["source_image"] for i in rows],
+                                                           [samples[i]["caption"] for i in rows],
+                                                           [images[i] for i in rows])
+    return grids
 
 
 def grid_picks(samples: list[dict], n: int) -> list[int]:

@@ -46,8 +46,19 @@ class SuiteContext:
     tracking: dict | None = None
 
 
+def evaluate_states(plan: SuitePlan, checkpoints: dict[str, str], context: SuiteContext) -> dict[str, dict]:
+    """Each state's evaluation (state -> checkpoint URI): ShapesBench for all states side by side, then the other
+    suites state by state (each already spreads its prompts over the suite workers)."""
+    shapes = plan.shapes.evaluate_states(checkpoints, context, plan.workers, plan.ray_address)
+    return {state: _with_suites(plan, state, uri, context, shapes[state]) for state, uri in checkpoints.items()}
+
+
 def evaluate_state(plan: SuitePlan, state: str, checkpoint_uri: str, context: SuiteContext) -> dict:
-    scores = dict(plan.shapes.evaluate(state, checkpoint_uri, context))
+    return _with_suites(plan, state, checkpoint_uri, context, plan.shapes.evaluate(state, checkpoint_uri, context))
+
+
+def _with_suites(plan: SuitePlan, state: str, checkpoint_uri: str, context: SuiteContext, shapes: dict) -> dict:
+    scores = dict(shapes)
     if not plan.suites:
         return scores
     outcomes = run_suites(list(plan.suites), checkpoint_uri, context.cache_dir, plan.workers, plan.ray_address, state)
