@@ -22,8 +22,13 @@ log = logging.getLogger(__name__)
 
 # Renders are upscaled (bicubic) to at least this many pixels before reading. Measured on the 36 ShapesWorld words at
 # 64 px, blurred (sigma 1.5) and noised (sd 12): rapidocr read 35/36 at 1x and 36/36 at 2x and 3x; tesseract
-# (--psm 7) read 36/36 at 2x-4x. ~0.17 s (rapidocr, one thread) and ~0.12 s (tesseract) per word on a busy 2-core CPU.
+# (--psm 7) read 36/36 at 2x-4x; ~0.12 s per word for tesseract on a busy 2-core CPU.
 MIN_SIDE = 192
+# rapidocr's detector scales every image up to a shorter side of 736 by default, so each 192 px read ran the detector
+# on 736 x 736: ~1.0 s per image on one idle core, OCR then took 20 of the 22 s that scoring a state's 520 images
+# cost, for its 8 `text_word` prompts. At 192 (the upscaled size itself), 36 ShapesWorld words at 64 px: clean 36/36
+# at 1010 / 291 / 144 / 99 ms per word for limits 736 / 384 / 256 / 192; blurred and noised as above 34 / 36 / 36 / 36.
+DETECTOR_SIDE = MIN_SIDE
 
 
 def _upscaled(image: Image.Image) -> Image.Image:
@@ -48,11 +53,11 @@ class RapidOCREngine:
             if self._ocr is None:
                 from rapidocr import RapidOCR
 
-                # No angle classifier: generated words are upright. One thread: as fast as two on 2 busy cores
-                # (0.165 s per word either way) and it leaves the other core to Ray's workers. Quiet: it logs at INFO
-                # per call otherwise.
+                # No angle classifier: generated words are upright. One thread: as fast as two on 2 busy cores, and
+                # it leaves the other core to Ray's workers. Quiet: it logs at INFO per call otherwise.
                 self._ocr = RapidOCR(params={"Global.log_level": "error", "Global.use_cls": False,
-                                             "EngineConfig.onnxruntime.intra_op_num_threads": 1})
+                                             "EngineConfig.onnxruntime.intra_op_num_threads": 1,
+                                             "Det.limit_side_len": DETECTOR_SIDE})
             out = self._ocr(np.asarray(_upscaled(image)))
         return " ".join(out.txts or ())
 
