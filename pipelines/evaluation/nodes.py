@@ -10,7 +10,8 @@ import torch
 from deepgen import tracking as mlflow_log
 from deepgen.eval.reward import paired_difference
 from deepgen.eval.run import evaluate_baselines, evaluation_settings, sample_rewards
-from deepgen.eval.suites import SuiteContext, SuitePlan, evaluate_states, log_report
+from deepgen.eval.suites import SuiteContext, SuitePlan, log_report
+from deepgen.eval.suites import evaluate_states as evaluate_each
 from pipelines.hooks import tracking
 
 
@@ -21,7 +22,7 @@ def evaluate_states(curation: dict, evaluation: dict, storage: dict, suites: dic
     settings, heldout, cache = evaluation_settings(evaluation), curation["heldout_urls"], storage["evaluation_cache"]
     plan = SuitePlan.from_params(suites, suite_defaults, suite_workers, ray.get("address"))
     context = SuiteContext(heldout, settings, cache, tracking())
-    scores = evaluate_states(plan, {state: record["checkpoint_uri"] for state, record in states.items()}, context)
+    scores = evaluate_each(plan, {state: record["checkpoint_uri"] for state, record in states.items()}, context)
     rewards = {s: sample_rewards(s, states[s]["checkpoint_uri"], heldout, settings, cache) for s in ("rl", "sft")}
     rl_vs_sft = paired_difference(rewards["rl"], rewards["sft"])
     mlflow_log.log_metrics(tracking(), {f"eval/rl_vs_sft/{k}": v for k, v in rl_vs_sft.items()}, step=0)
