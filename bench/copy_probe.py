@@ -15,12 +15,13 @@ shuffled reference 0.78 / 1.61).
 `--task edit` trains on the edits themselves (target = the edited image; the bridge trains too, at alignment's 0.3x,
 since the instruction reaches the DiT through it) and first prints what a perfect copier would score there: the
 latent MSE between each edit's source and target, per kind. `--score` generates the held-out edits at the end (8 per
-kind, 10 steps, CFG 3.5) and prints `edits_preserved` / `edits_followed`. Measured (1 thread each, lr 2e-3, batch 16,
-VAE checkpoint of the bdbc3ac run, sample_size 32; the copy rows with the bridge training too, as for edits):
+kind, 10 steps, CFG 3.5) and prints `edits_preserved` / `edits_followed`. Measured with this loop (one-off runs on a
+pool of 3,000 generated edits, 1 thread each, lr 2e-3, batch 16, VAE checkpoint of the bdbc3ac run, sample_size 32;
+the copy rows with the bridge training too, as for edits):
   copy  300 steps: train loss 0.14, held-out preserved 0.85;  600 steps: loss 0.02, preserved 0.88
   edit  600 steps: train loss 0.34, preserved 0.02, followed 0.29;  1,500 steps: loss 0.21, preserved 0.06
-A perfect copier's latent MSE on the edits: remove 0.26, add 0.30, recolor 0.35, replace 0.43, move 0.74,
-background 1.28 (mean ~0.56): copying everything scores worse than what the model reaches without copying, because
+A perfect copier's latent MSE on the edits (this script, same VAE): add 0.30, recolor 0.32, remove 0.32, replace 0.37,
+move 0.62, background 1.17 (mean 0.52): copying everything scores worse than what the model reaches without copying, because
 the foreground-weighted VAE puts large latents on objects and an edit changes 13-25% of the latent (all of it for a
 background). Until the model reads which object the instruction names, the loss-optimal answer hedges between the
 source and the change on every object, and the samples come out as neither (preserved near 0).
