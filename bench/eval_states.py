@@ -22,6 +22,7 @@ import yaml
 from deepgen.eval.run import evaluate_checkpoint, evaluation_settings
 from deepgen.eval.suites import SuiteContext, SuitePlan, evaluate_states
 from deepgen.train.launch import ensure_ray
+from eval_suites import fresh_tiny_checkpoint  # bench/ is on the path when a script here runs
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "base" / "parameters_evaluation.yml"
 
@@ -36,7 +37,7 @@ def main() -> None:
     torch.set_flush_denormal(True)
     ensure_ray(None)
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = args.checkpoint or _tiny(Path(tmp))
+        checkpoint = args.checkpoint or fresh_tiny_checkpoint(Path(tmp))
         settings = evaluation_settings(conf["evaluation"])
         states = [f"state{i}" for i in range(args.states)]
         start = time.perf_counter()
@@ -51,15 +52,6 @@ def main() -> None:
     print(f"side by side ({plan.workers.num_workers} Ray tasks of {plan.workers.torch_threads} thread): "
           f"{parallel_s:.1f} s; same scores: {same}")
     print(f"ratio side by side / one after another: {parallel_s / serial_s:.2f}")
-
-
-def _tiny(folder: Path) -> str:
-    from deepgen.model.checkpoint import save_checkpoint
-    from deepgen.model.config import preset
-    from deepgen.model.deepgen import DeepGen
-
-    torch.manual_seed(0)
-    return str(save_checkpoint(DeepGen(preset("tiny")).eval(), folder / "tiny"))
 
 
 if __name__ == "__main__":

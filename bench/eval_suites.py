@@ -35,7 +35,7 @@ def main() -> None:
     conf = yaml.safe_load(CONF.read_text())
     torch.set_flush_denormal(True)
     with tempfile.TemporaryDirectory() as tmp:
-        checkpoint = args.checkpoint or _tiny(Path(tmp))
+        checkpoint = args.checkpoint or fresh_tiny_checkpoint(Path(tmp))
         settings = evaluation_settings(conf["evaluation"])
         start = time.perf_counter()
         shapes = evaluate_checkpoint("bench", checkpoint, [], settings, f"{tmp}/shapes")
@@ -54,7 +54,8 @@ def main() -> None:
     print(f"ratio {args.suite} / ShapesBench: {suite_s / shapes_s:.2f}; four states add ~{4 * suite_s:.0f} s")
 
 
-def _tiny(folder: Path) -> str:
+def fresh_tiny_checkpoint(folder: Path) -> str:
+    """An untrained tiny model saved as a checkpoint (generation costs what a trained one's does)."""
     from deepgen.model.checkpoint import save_checkpoint
     from deepgen.model.config import preset
     from deepgen.model.deepgen import DeepGen
