@@ -24,11 +24,10 @@ log = logging.getLogger(__name__)
 # 64 px, blurred (sigma 1.5) and noised (sd 12): rapidocr read 35/36 at 1x and 36/36 at 2x and 3x; tesseract
 # (--psm 7) read 36/36 at 2x-4x; ~0.12 s per word for tesseract on a busy 2-core CPU.
 MIN_SIDE = 192
-# rapidocr's detector scales every image up to a shorter side of 736 by default, so each 192 px read ran the detector
-# on 736 x 736: ~1.0 s per image on one idle core, OCR then took 20 of the 22 s that scoring a state's 520 images
-# cost, for its 8 `text_word` prompts. At 192 (the upscaled size itself), 36 ShapesWorld words at 64 px: clean 36/36
-# at 1010 / 291 / 144 / 99 ms per word for limits 736 / 384 / 256 / 192; blurred and noised as above 34 / 36 / 36 / 36.
-DETECTOR_SIDE = MIN_SIDE
+# rapidocr's detector also runs at MIN_SIDE (`Det.limit_side_len`, below): by default it scales every image up to a
+# shorter side of 736, ~1.0 s per read on one idle core, and OCR then took 20 of the 22 s that scoring a state's 520
+# images cost, for its 8 `text_word` prompts. 36 ShapesWorld words at 64 px: clean 36/36 at 1010 / 291 / 144 / 99 ms
+# per word for detector sides 736 / 384 / 256 / 192; blurred and noised as above 34 / 36 / 36 / 36.
 
 
 def _upscaled(image: Image.Image) -> Image.Image:
@@ -57,7 +56,7 @@ class RapidOCREngine:
                 # it leaves the other core to Ray's workers. Quiet: it logs at INFO per call otherwise.
                 self._ocr = RapidOCR(params={"Global.log_level": "error", "Global.use_cls": False,
                                              "EngineConfig.onnxruntime.intra_op_num_threads": 1,
-                                             "Det.limit_side_len": DETECTOR_SIDE})
+                                             "Det.limit_side_len": MIN_SIDE})
             out = self._ocr(np.asarray(_upscaled(image)))
         return " ".join(out.txts or ())
 
