@@ -7,7 +7,9 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import multiprocessing as mp
 import os
+import threading
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
@@ -75,13 +77,7 @@ class Runner:
         workers = self.params.workers or os.cpu_count() or 1
         pool = None
         if workers > 1:
-            import multiprocessing as mp
-
-            # fork: workers start at once and need no importable __main__; the pool is forked before this process
-            # starts any thread of its own (the warm-up below), so no child inherits a half-held lock
-            method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-            context = mp.get_context(method)
-            pool = context.Pool(workers)
+            pool = mp.get_context(_start_method()).Pool(workers)
         # set-up that takes seconds (contamination index, GX suites) overlaps with the workers' first records
         self.checks.start_warm_up()
         total = self.params.num_samples if self.source.type == "shapes_world" else None
@@ -169,6 +165,16 @@ class _Counted:
         for item in self.it:
             self.n += 1
             yield item
+
+
+def _start_method() -> str:
+    """fork where this process runs no other thread: workers start at once and need no importable __main__ (the pool
+    is forked before the warm-up below starts a thread). A host with threads of its own (Airflow's task runner: an
+    event loop and a socket thread) gets spawn: a forked child there inherits locks other threads held and its
+    SIGTERM handler, and one such worker never exited `Pool.terminate` (`airflow dags test`, 2026-12-03)."""
+    if threading.active_count() == 1 and "fork" in mp.get_all_start_methods():
+        return "fork"
+    return "spawn"
 
 
 def _results(records: Iterable, pool, settings: dict, workers: int, batch: int = 32) -> Iterator[Result]:

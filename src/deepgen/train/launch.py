@@ -31,6 +31,8 @@ RAY_ENV = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_worke
 # training thread. bench/train.py on two idle cores, medians of 2 rounds: Ray 1x2 over the plain loop 1.29 -> 1.14
 # (CPU per sample 1.28 -> 1.14); the default 2 workers x 1 thread 0.79x -> 0.88x the plain loop's samples/s. A
 # cluster (`ray.address` set) keeps Ray's defaults: there preemption notices and quick failure detection matter.
+# The price: the controller collects reported checkpoints when it polls, so a run killed outright (laptop lost) resumes
+# from a checkpoint up to 10 s older than the newest folder written.
 LOCAL_RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "10", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
                  "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}
 
