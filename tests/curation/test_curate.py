@@ -4,12 +4,14 @@ written outside the output prefix; contracts, contamination, idempotence and res
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from deepgen.curation import contracts as contracts_module
+from deepgen.curation import runner
 from deepgen.curation.curate import (CONTAMINATION, MANIFEST, QUARANTINE, QUARANTINE_REPORT, CurationParams, curate,
                                      load_quarantine, load_samples)
 from deepgen.data.shards import read_samples
@@ -104,6 +106,24 @@ def test_rerun_writes_nothing_and_new_input_gets_a_new_folder(corpus_run, tmp_pa
     changed = curate(CurationParams(source={"type": "folder", "uri": str(copy)}, **FAST), str(tmp_path / "out"))
     assert changed["manifest_uri"] != elsewhere["manifest_uri"]
     assert changed["data_version"] != record["data_version"]
+
+
+def test_a_host_with_threads_gets_spawned_workers_and_the_same_data(corpus_run, tmp_path):
+    """Airflow's task runner runs threads beside the task: there the pool is spawned, not forked (a forked worker
+    inherited the runner's SIGTERM handler, ignored Pool.terminate and hung `airflow dags test`), and the shards are
+    the same."""
+    root, source, _, record = corpus_run
+    done = threading.Event()
+    host_thread = threading.Thread(target=done.wait, daemon=True)
+    host_thread.start()
+    try:
+        assert runner._start_method() == "spawn"
+        spawned = curate(CurationParams(source={"type": "folder", "uri": str(source)}, workers=2, progress=False),
+                         str(tmp_path / "out"))
+    finally:
+        done.set()
+        host_thread.join()
+    assert spawned["data_version"] == record["data_version"]
 
 
 def many_images(folder: Path, n: int) -> Path:

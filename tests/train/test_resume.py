@@ -50,9 +50,9 @@ def test_killed_stage_resumes_from_its_latest_checkpoint(small_shards, tmp_path)
 
     first = launch(args)
     deadline = time.time() + 300
-    # Ray resumes from the checkpoints its controller has registered: it collects reports when it polls the workers
-    # (every 10 s on a local Ray, launch.LOCAL_RAY_ENV), so a kill right after a folder is written restarts from
-    # scratch (seen in CI). Kill once the controller's snapshot lists a checkpoint.
+    # Ray resumes from the checkpoints its controller has registered: it takes reports when it polls the workers
+    # (every 2 s), so a kill right after a folder is written restarts from scratch (seen in CI). Kill once the
+    # controller's snapshot lists a checkpoint.
     while not registered_checkpoints(folder):
         assert first.poll() is None, first.stdout.read()[-3000:]
         assert time.time() < deadline, "no registered checkpoint within 300 s"

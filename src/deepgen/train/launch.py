@@ -27,14 +27,14 @@ RECORD_FILE = "record.json"
 # driver's (bench/train.py --compare-niceness measures it).
 RAY_ENV = {"OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_worker_niceness": "0"}
 # A local Ray (the laptop run) polls less: on two cores busy with training, every wake-up of Ray Train's helpers (the
-# controller's health check every 2 s, the preemption watcher, the state actor's reconciliation, its metrics) stalls a
-# training thread. bench/train.py on two idle cores, medians of 2 rounds: Ray 1x2 over the plain loop 1.29 -> 1.14
-# (CPU per sample 1.28 -> 1.14); the default 2 workers x 1 thread 0.79x -> 0.88x the plain loop's samples/s. A
-# cluster (`ray.address` set) keeps Ray's defaults: there preemption notices and quick failure detection matter.
-# The price: the controller collects reported checkpoints when it polls, so a run killed outright (laptop lost) resumes
-# from a checkpoint up to 10 s older than the newest folder written.
-LOCAL_RAY_ENV = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "10", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
-                 "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0", "RAY_TRAIN_METRICS_ENABLED": "0"}
+# preemption watcher, the state actor's reconciliation, its metrics) stalls a training thread. bench/train.py on two
+# idle cores, medians of 2 rounds: Ray 1x2 over the plain loop 1.29 -> 1.18 (CPU per sample 1.28 -> 1.16). A cluster
+# (`ray.address` set) keeps Ray's defaults: there preemption notices and quick failure detection matter.
+# The controller's health check stays at Ray's 2 s: it is also when the controller takes a worker's report, and a
+# worker's next report waits for that (Ray's result queue holds one). At 10 s (1.14 in the bench above, within its
+# noise) every checkpoint more frequent than that stalled training, and every stage's end waited up to 10 s.
+LOCAL_RAY_ENV = {"RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0", "RAY_TRAIN_ENABLE_STATE_ACTOR_RECONCILIATION": "0",
+                 "RAY_TRAIN_METRICS_ENABLED": "0"}
 
 
 # Stage settings that observe a run without changing its weights: they never name it
