@@ -94,3 +94,15 @@ def test_config_names_bad_keys_and_ablations():
     assert cfg.kl_coef == 0.0 and cfg.aux_coef == 0.0
     assert cfg.weights_for({"category": "text_word"}) == {"ocr": 1.0}
     assert cfg.weights_for({"category": "two_objects", "kind": "prompt"}) == {"shapes": 1.0}
+
+
+def test_reward_folders_are_absolute_where_the_config_is_built(tmp_path, monkeypatch):
+    """Ray workers run in another directory: conf's relative CLIP folder must name the same folder there."""
+    monkeypatch.chdir(tmp_path)
+    cfg = GRPOConfig.from_dict({"reward_options": {"clip": {"path": "weights/clip", "device": "cpu"},
+                                                   "judge": {"url": "http://127.0.0.1:1/v1"}}})
+    assert cfg.reward_options["clip"] == {"path": str(tmp_path / "weights" / "clip"), "device": "cpu"}
+    assert cfg.reward_options["judge"] == {"url": "http://127.0.0.1:1/v1"}
+    assert GRPOConfig.from_dict(cfg.to_dict()) == cfg  # a worker rebuilding it gets the same config
+    assert GRPOConfig.from_dict({"reward_options": {"clip": {"path": "s3://b/clip"}}}).reward_options["clip"] == {
+        "path": "s3://b/clip"}

@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
+from deepgen import storage
+
 SAMPLERS = ("cps", "sde")
 
 
@@ -57,6 +59,10 @@ class GRPOConfig:
             raise ValueError(f"{where}.ablations: unknown key(s) {bad}; known: reward_norm, kl, aux_sft, sampler")
         if ablations.get("sampler", "cps") not in SAMPLERS:
             raise ValueError(f"{where}.ablations.sampler must be one of {SAMPLERS}, got {ablations['sampler']!r}")
+        # a reward's local folder (the CLIP reward's `path`) made absolute where the config is built: Ray workers run
+        # in another directory, and a relative path from conf failed there (`kedro run --env example_real`)
+        data["reward_options"] = {name: {k: storage.absolute(str(v)) if k == "path" else v for k, v in opts.items()}
+                                  for name, opts in (data.get("reward_options") or {}).items()}
         config = cls(**data, ablations=Ablations(**ablations))
         if config.group_size < 2:
             raise ValueError(f"{where}.group_size must be at least 2 (advantages are relative within a group)")

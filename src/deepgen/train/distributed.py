@@ -23,6 +23,7 @@ accumulation (no gradient sync before the last micro-batch) and an optional EMA 
 from __future__ import annotations
 
 import contextlib
+import inspect
 from pathlib import Path
 
 import ray.train.torch
@@ -112,6 +113,11 @@ class Strategy:
             ema.load_state_dict(_saved_ema(state, folder))
 
 
+_NO_BUFFER_SYNC = ("forward_sync_buffers" if "forward_sync_buffers" in
+                   inspect.signature(torch.nn.parallel.DistributedDataParallel.__init__).parameters
+                   else "broadcast_buffers")
+
+
 class DDP(Strategy):
     def __init__(self, objective, cfg, device):
         super().__init__(objective, cfg, device)
@@ -122,9 +128,10 @@ class DDP(Strategy):
         # find_unused_parameters costs a walk of the autograd graph every step. Only VLM parameters can get no
         # gradient (layers above the deepest SCB tap never reach the loss; the vision tower idles without reference
         # images), so it is on only when the VLM trains (without it DDP fails at SFT's second step).
+        # (torch 2.13 renamed the flag forward_sync_buffers and warns on the old name in every stage's log)
         vlm_trainable = any(p.requires_grad for p in objective.model.encoder.parameters())
         self.module = ray.train.torch.prepare_model(
-            objective, parallel_strategy_kwargs={"find_unused_parameters": vlm_trainable, "broadcast_buffers": False})
+            objective, parallel_strategy_kwargs={"find_unused_parameters": vlm_trainable, _NO_BUFFER_SYNC: False})
 
     def micro_step(self, last: bool):
         no_sync = getattr(self.module, "no_sync", None)  # a single worker is not wrapped
