@@ -119,7 +119,7 @@ def test_every_stage_ran_on_the_real_layout_weights(example_run):
 
 def test_alignment_trained_on_several_aspect_ratios(example_run):
     _, summary = example_run
-    sizes = {tuple(size) for size in summary["stages"]["alignment"]["metrics"]["image_sizes"]}
+    sizes = {tuple(size) for size in summary["stages"]["alignment"]["image_sizes"]}
     assert len(sizes) > 1
     for height, width in sizes:  # the fix-pixels policy at 64 px, sides multiples of 8, aspect kept
         assert height % 8 == 0 and width % 8 == 0 and 64 <= math.sqrt(height * width) <= 64 * 1.25

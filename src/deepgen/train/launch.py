@@ -120,7 +120,8 @@ def run_stage(stage: StageConfig, init: dict, data: dict[str, list[str]], data_v
         result = trainer.fit()
         checkpoint = result.checkpoint.path
         checkpoint_uri = f"s3://{checkpoint}" if storage.is_s3(storage_uri) else checkpoint
+        metrics = dict(result.metrics or {})
         record = {"stage": stage.name, "run_name": name, "checkpoint_uri": storage.join(checkpoint_uri, "model"),
-                  "metrics": dict(result.metrics or {}), "steps": stage.steps}
+                  "metrics": metrics, "steps": stage.steps, "image_sizes": metrics.get("image_sizes", [])}
         storage.write_bytes(record_uri, json.dumps(record, indent=2, sort_keys=True).encode())
         return record
