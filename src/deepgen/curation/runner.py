@@ -168,8 +168,8 @@ class _Counted:
 
 
 def _start_method() -> str:
-    """fork where this process runs no other thread: workers start at once and need no importable __main__ (the pool
-    is forked before the warm-up below starts a thread). A host with threads of its own (Airflow's task runner: an
+    """fork where this process runs no other thread: workers start at once and need no importable __main__
+    (`Runner.execute` starts the pool before its warm-up thread). A host with threads of its own (Airflow's task runner: an
     event loop and a socket thread) gets spawn: a forked child there inherits locks other threads held and its
     SIGTERM handler, and one such worker never exited `Pool.terminate` (`airflow dags test`, 2026-12-03)."""
     if threading.active_count() == 1 and "fork" in mp.get_all_start_methods():
