@@ -17,6 +17,7 @@ import torch
 
 from deepgen.train.config import StageConfig
 from deepgen.train.launch import RECORD_FILE, run_name
+from sessions import kill_session, session_processes
 
 STAGE = {"objective": "flow", "trainable": ["scb", "dit"], "steps": 32, "batch_size": 2, "log_every": 8,
          "checkpoint_every": 4, "optim": {"lr": 1e-3}, "scaling": {"max_failures": 1}}
@@ -30,20 +31,6 @@ stage, init, urls, folders = json.loads(sys.argv[1])
 for folder in folders:  # one after the other, on one local Ray
     print(json.dumps(run_stage(StageConfig.from_dict("alignment", stage), init, {"train": urls}, "v-test", folder)))
 """
-
-
-def train_workers(session: int) -> list[int]:
-    """Pids of the Ray Train worker processes this test's driver started (its session; Linux /proc)."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.getsid(int(entry.name)) == session and b"RayTrainWorker" in (entry / "cmdline").read_bytes():
-                pids.append(int(entry.name))
-        except OSError:  # gone meanwhile
-            continue
-    return pids
 
 
 def checkpoint_steps(folder: Path) -> list[int]:
@@ -79,13 +66,13 @@ def test_a_killed_worker_resumes_to_the_weights_of_an_uninterrupted_run(small_sh
             assert driver.poll() is None, driver.stdout.read()[-3000:]
             assert time.time() < deadline, "no checkpoint within 300 s"
             time.sleep(0.05)
-        workers = train_workers(driver.pid)
+        workers = session_processes(driver.pid, b"RayTrainWorker")
         assert len(workers) == 2, workers
         os.kill(workers[-1], signal.SIGKILL)
         output, _ = driver.communicate(timeout=900)
     finally:
         if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
+            kill_session(driver.pid)
     assert driver.returncode == 0, output[-3000:]
     result = json.loads((killed / name / RECORD_FILE).read_text())
     # restarted from a checkpoint of the first attempt, not from scratch and not after the end

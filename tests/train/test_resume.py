@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -16,6 +15,7 @@ import torch
 
 from deepgen.train.config import StageConfig
 from deepgen.train.launch import RECORD_FILE, run_name
+from sessions import kill_session
 
 STAGE = {"objective": "flow", "trainable": ["scb", "dit"], "steps": 60, "batch_size": 2, "log_every": 5,
          "checkpoint_every": 4, "optim": {"lr": 1e-3}}
@@ -57,7 +57,7 @@ def test_killed_stage_resumes_from_its_latest_checkpoint(small_shards, tmp_path)
         assert first.poll() is None, first.stdout.read()[-3000:]
         assert time.time() < deadline, "no registered checkpoint within 300 s"
         time.sleep(0.2)
-    os.killpg(first.pid, signal.SIGKILL)  # Ray's processes share the session (and fate-share with the driver)
+    kill_session(first.pid)  # the driver, Ray and its workers share the driver's session
     first.wait()
     saved = max(json.loads(p.read_text())["step"] for p in folder.glob("checkpoint_*/state.json"))
     assert not (folder / RECORD_FILE).exists() and saved < STAGE["steps"]

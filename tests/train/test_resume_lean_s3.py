@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from deepgen.model.config import preset
 from deepgen.model.deepgen import DeepGen
 from deepgen.train.config import StageConfig
 from deepgen.train.launch import RECORD_FILE, run_name
+from sessions import kill_session
 
 STAGE = {"objective": "flow", "trainable": ["scb"], "steps": 40, "batch_size": 2, "log_every": 5,
          "checkpoint_every": 4, "optim": {"lr": 1e-3}, "scaling": {"num_workers": 1}}
@@ -57,7 +57,7 @@ def test_killed_stage_resumes_from_a_lean_checkpoint_on_s3(small_shards, s3, tmp
         assert first.poll() is None, first.stdout.read()[-3000:]
         assert time.time() < deadline, "no checkpoint within 300 s"
         time.sleep(0.5)
-    os.killpg(first.pid, signal.SIGKILL)
+    kill_session(first.pid)  # the driver, Ray and its workers: see sessions.py
     first.wait()
     saved = max(saved_steps())
     assert not storage.exists(storage.join(run_uri, RECORD_FILE)) and saved < STAGE["steps"]
