@@ -9,13 +9,15 @@ The tiny alignment stage (`alignment:` in conf/base/parameters_training.yml, few
   ray 1x2 +15 (--compare-niceness) ray 1x2 with Ray's own worker niceness (+15) instead of the launcher's 0.
 samples/s come from the loop's own per-window MLflow metric (`alignment/step_s`, every `--log-every` steps) after the
 first `--warmup` windows: process, Ray and worker start-up are not counted, per-step Ray costs (its threads, the
-controller's polling, report handling, the OMP/thread environment) are. The set-ups alternate for `--rounds` rounds;
-each figure is the median over rounds. Beside samples/s, the CPU seconds per sample of every process of the run (Ray's
-daemons and workers included, sampled with psutil over the same windows): what a set-up costs the machine (when
-other jobs oversubscribe the cores, OpenMP's spin-waiting inflates it for the 2-thread set-ups). Printed: the layout
-ratio, then as the last line `overhead: X.XX` (Ray 1x2's wall time per sample over the plain loop's; target <= 1.10).
+controller's polling, report handling, the OMP/thread environment) are. The set-ups alternate for `--rounds` rounds
+(odd rounds in reverse, so plain and Ray 1x2 run next to each other). Beside samples/s, the CPU seconds per sample of
+every process of the run (Ray's daemons and workers included, sampled with psutil over the same windows) and the
+machine's steal time over those windows: this is a shared VM, whose speed changed by 1.4x between two runs a minute
+apart here, and steal shows when the host took the cores. The machine drifts more slowly than a round lasts, so the
+ratios are taken within each round, then their median: the last line is `overhead: X.XX`, the median over rounds of
+Ray 1x2's wall time per sample over the plain loop's (target <= 1.10).
 
-    .venv/bin/python bench/train.py [--steps 60] [--rounds 2] [--warmup 2] [--log-every 10] [--compare-niceness]
+    .venv/bin/python bench/train.py [--steps 50] [--rounds 3] [--warmup 2] [--log-every 10] [--compare-niceness]
 """
 
 from __future__ import annotations
@@ -133,15 +135,18 @@ def measure(label: str, urls: list[str], tmp: Path, tracking_uri: str, args, ind
     # window and the last window, per sample: what the run costs the machine, whatever else runs on it
     samples = GLOBAL_BATCH * args.log_every * len(measured)
     first, last = history[args.warmup - 1].timestamp / 1000, history[-1].timestamp / 1000
-    cpu_ms = 1000 * (cpu_at(cpu, last) - cpu_at(cpu, first)) / samples
-    print(f"  {label:<11} {rate:7.1f} samples/s  {cpu_ms:6.1f} CPU ms/sample  ({len(measured)} windows of "
-          f"{args.log_every} steps; {time.time() - started:.0f} s with start-up)", flush=True)
+    cpu_ms = 1000 * (at(cpu, last, 1) - at(cpu, first, 1)) / samples
+    steal = (at(cpu, last, 2) - at(cpu, first, 2)) / ((last - first) * (os.cpu_count() or 1))
+    print(f"  {label:<11} {rate:7.1f} samples/s  {cpu_ms:6.1f} CPU ms/sample  steal {100 * steal:4.1f}%  "
+          f"({len(measured)} windows of {args.log_every} steps; {time.time() - started:.0f} s with start-up)",
+          flush=True)
     return rate, cpu_ms
 
 
-def cpu_trace(proc: subprocess.Popen, every: float = 0.25) -> list[tuple[float, float]]:
-    """(time, CPU seconds so far) of `proc` and all its descendants, sampled until it exits. A process that exits
-    keeps its last sample's share (Ray's daemons and workers live until the run ends)."""
+def cpu_trace(proc: subprocess.Popen, every: float = 0.25) -> list[tuple[float, float, float]]:
+    """(time, CPU seconds so far of `proc` and all its descendants, the machine's steal seconds so far), sampled until
+    it exits. A process that exits keeps its last sample's share (Ray's daemons and workers live until the run
+    ends)."""
     import psutil
 
     root, seen, trace = psutil.Process(proc.pid), {}, []
@@ -156,24 +161,25 @@ def cpu_trace(proc: subprocess.Popen, every: float = 0.25) -> list[tuple[float, 
                 seen[(p.pid, p.create_time())] = times.user + times.system
             except psutil.Error:
                 pass
-        trace.append((time.time(), sum(seen.values())))
+        trace.append((time.time(), sum(seen.values()), psutil.cpu_times().steal))
         time.sleep(every)
     proc.wait()
     return trace
 
 
-def cpu_at(trace: list[tuple[float, float]], when: float) -> float:
-    """CPU seconds at `when`, interpolated between samples."""
-    for (t0, c0), (t1, c1) in zip(trace, trace[1:]):
-        if t0 <= when <= t1:
-            return c0 + (c1 - c0) * (when - t0) / max(t1 - t0, 1e-9)
-    return trace[-1][1] if trace and when > trace[-1][0] else 0.0
+def at(trace: list[tuple[float, ...]], when: float, column: int) -> float:
+    """A trace's column at `when`, interpolated between samples."""
+    for before, after in zip(trace, trace[1:]):
+        if before[0] <= when <= after[0]:
+            share = (when - before[0]) / max(after[0] - before[0], 1e-9)
+            return before[column] + (after[column] - before[column]) * share
+    return trace[-1][column] if trace and when > trace[-1][0] else (trace[0][column] if trace else 0.0)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=60)
-    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=2, help="windows skipped at the start of each run")
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("--compare-niceness", action="store_true",
@@ -222,10 +228,10 @@ def main() -> None:
               f"{median['ray 1x2'] / median[NICE_15]:.2f} (per round "
               f"{', '.join(f'{a / b:.2f}' for a, b in zip(rates['ray 1x2'], rates[NICE_15]))}; equal on idle cores)")
     print(f"Ray 1x2 time per sample over the plain loop's, per round: {', '.join(f'{r:.2f}' for r in per_round)} "
-          f"(target <= 1.10)")
+          f"(target <= 1.10; the ratio of the medians above: {median['plain'] / median['ray 1x2']:.2f})")
     print(f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other jobs make single rounds "
           "differ by 2x and more; compare rounds)")
-    print(f"overhead: {median['plain'] / median['ray 1x2']:.2f}")
+    print(f"overhead: {statistics.median(per_round):.2f}")
 
 
 if __name__ == "__main__":
