@@ -168,12 +168,14 @@ def cpu_trace(proc: subprocess.Popen, every: float = 0.25) -> list[tuple[float, 
 
 
 def at(trace: list[tuple[float, ...]], when: float, column: int) -> float:
-    """A trace's column at `when`, interpolated between samples."""
+    """A trace's column at `when`, interpolated between samples (the nearest end outside them)."""
+    if not trace:
+        return 0.0
     for before, after in zip(trace, trace[1:]):
         if before[0] <= when <= after[0]:
             share = (when - before[0]) / max(after[0] - before[0], 1e-9)
             return before[column] + (after[column] - before[column]) * share
-    return trace[-1][column] if trace and when > trace[-1][0] else (trace[0][column] if trace else 0.0)
+    return trace[-1][column] if when > trace[-1][0] else trace[0][column]
 
 
 def main() -> None:
