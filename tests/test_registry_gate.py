@@ -4,11 +4,15 @@ scorer is re-scored by a real evaluation, and two promotions at once leave one c
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import shutil
 import threading
+from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -180,3 +184,15 @@ def test_two_promotions_at_once_leave_one_consistent_champion(tiny_checkpoints, 
     assert all(e["previous"] == p["version"] for p, e in zip(history, history[1:]))  # no move saw a stale champion
     decisions = {int(v.version): v.tags["promotion.decision"] for v in client.search_model_versions(f"name='{name}'")}
     assert [v for v, d in decisions.items() if d == "champion"] == [best]
+
+
+def test_a_registered_version_loads_through_mlflow_without_unpickling(tiny_checkpoints, store):
+    """Logged from code (registry/pyfunc_code.py): MLflow rebuilds the model by running that file, so the version
+    holds no pickle, and `mlflow.pyfunc.load_model` gives a model that generates."""
+    version = _register(tiny_checkpoints[0], "gate-pyfunc", GOOD)
+    folder = Path(mlflow.artifacts.download_artifacts(f"models:/gate-pyfunc/{version}"))
+    assert not list(folder.rglob("*.pkl")) and (folder / "pyfunc_code.py").exists()
+    out = mlflow.pyfunc.load_model(f"models:/gate-pyfunc/{version}").predict(
+        pd.DataFrame({"prompt": ["a blue square"]}), params={"steps": 1})
+    image = Image.open(io.BytesIO(base64.b64decode(out["png_base64"][0])))
+    assert list(out["prompt"]) == ["a blue square"] and image.size[0] > 0

@@ -1,4 +1,5 @@
-"""Registered versions: log a checkpoint as a pyfunc model, register it with what made it, and load it back.
+"""Registered versions: log a checkpoint as a pyfunc model (from code: registry/pyfunc_code.py), register it with
+what made it, and load it back.
 
 A version carries its evaluation scores (`eval.<key>`) and the evaluation's content hash (`eval.hash`), so the gate
 compares it with a later candidate without re-running anything when the hashes agree, and its provenance (`git.*`,
@@ -13,6 +14,7 @@ import io
 import logging
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 
 import mlflow
@@ -122,10 +124,13 @@ def register(checkpoint_uri: str, name: str, scores: dict, data_version: str, ev
         signature = infer_signature(pd.DataFrame({"prompt": ["a red circle"]}),
                                     pd.DataFrame({"prompt": ["a red circle"], "png_base64": ["..."]}),
                                     params={"seed": 0, "steps": 20, "guidance": 3.5})
-        info = mlflow.pyfunc.log_model(
-            name="model", python_model=DeepGenPyfunc(), artifacts={CHECKPOINT_ARTIFACT: str(local)},
-            signature=signature, registered_model_name=name, pip_requirements=_requirements(),
-        )
+        with warnings.catch_warnings():  # an input example would make MLflow generate an image to validate it
+            warnings.filterwarnings("ignore", message=".*input example was not provided", category=UserWarning)
+            info = mlflow.pyfunc.log_model(
+                name="model", python_model=str(Path(__file__).with_name("pyfunc_code.py")),
+                artifacts={CHECKPOINT_ARTIFACT: str(local)}, signature=signature, registered_model_name=name,
+                pip_requirements=_requirements(),
+            )
     version = int(info.registered_model_version)
     for key, value in {"checkpoint_uri": checkpoint_uri, "data_version": data_version, **provenance(),
                        **(tags or {})}.items():
