@@ -1,6 +1,7 @@
 """The promotion gate against a real MLflow registry (SQLite in tmp) with tiny real checkpoints: a better candidate
 becomes champion, a worse one stays challenger with the failing key in its tags, a champion scored under an older
-scorer is re-scored by a real evaluation, and two promotions at once leave one consistent champion."""
+scorer is re-scored by a real evaluation, and two promotions at once leave one consistent champion; a registered
+version loads through MLflow's own pyfunc loader without unpickling anything."""
 
 from __future__ import annotations
 
