@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pipelines.hooks import tracking
 
-STAGE_KEYS = ("metrics", "checkpoint_uri", "run_name", "image_sizes", "prompt_data_version")
+STAGE_KEYS = ("metrics", "checkpoint_uri", "run_name", "image_sizes", "prompt_data_version", "platform")
 
 
 def summarize(curation: dict, evaluation: dict, registered: dict, **stages: dict) -> dict:

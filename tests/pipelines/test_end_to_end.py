@@ -52,6 +52,7 @@ def test_summary_has_every_part_of_the_chain(first_run):
     assert summary["data_version"] == curation["data_version"]
     for stage in ("vae", "alignment", "sft", "rl"):
         assert Path(summary["stages"][stage]["checkpoint_uri"], "config.json").is_file()
+        assert summary["stages"][stage]["platform"].startswith("torch ")  # what computed it (README: reproducibility)
     assert summary["stages"]["rl"]["prompt_data_version"] not in ("", summary["data_version"])
     for state in ("init", "alignment", "sft", "rl"):
         scores = summary["evaluation"][state]

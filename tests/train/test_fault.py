@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from deepgen.train import throughput
 from deepgen.train.config import StageConfig
 from deepgen.train.launch import RECORD_FILE, run_name
 from sessions import kill_session, session_processes
@@ -79,6 +80,9 @@ def test_a_killed_worker_resumes_to_the_weights_of_an_uninterrupted_run(small_sh
     assert 0 < result["metrics"]["resumed_from"] < STAGE["steps"], (result["metrics"], output[-3000:])
     assert json.loads((whole / name / RECORD_FILE).read_text())["metrics"]["resumed_from"] == 0
     assert result["metrics"]["image_sizes"] == [[64, 64]]
+    # what computed it, for anyone comparing runs: torch and the kernels' instruction set (a worker's, not the driver's)
+    assert result["platform"] == throughput.platform("cpu")
+    assert torch.__version__ in result["platform"] and torch.backends.cpu.get_cpu_capability() in result["platform"]
     resumed, uninterrupted = final_weights(killed / name), final_weights(whole / name)
     assert resumed and resumed.keys() == uninterrupted.keys()
     for key, value in uninterrupted.items():  # frozen-VAE latents are re-encoded after the restart: float rounding

@@ -124,6 +124,7 @@ def run_stage(stage: StageConfig, init: dict, data: dict[str, list[str]], data_v
         checkpoint_uri = f"s3://{checkpoint}" if storage.is_s3(storage_uri) else checkpoint
         metrics = dict(result.metrics or {})
         record = {"stage": stage.name, "run_name": name, "checkpoint_uri": storage.join(checkpoint_uri, "model"),
-                  "metrics": metrics, "steps": stage.steps, "image_sizes": metrics.get("image_sizes", [])}
+                  "metrics": metrics, "steps": stage.steps, "image_sizes": metrics.get("image_sizes", []),
+                  "platform": metrics.get("platform", "")}
         storage.write_bytes(record_uri, json.dumps(record, indent=2, sort_keys=True).encode())
         return record

@@ -224,7 +224,8 @@ def _report(objective, opt, sched, step, rank, config, metrics, parallel=None, e
             if grid is not None:
                 mlflow_log.log_image(config.get("tracking"), grid, f"samples/{stage.name}_step{step:06d}.png")
             if step == stage.steps:  # the stage's record says what an MLflow outage cost, if anything
-                metrics = {**metrics, "tracking": mlflow_log.flush(config.get("tracking"))}
+                metrics = {**metrics, "tracking": mlflow_log.flush(config.get("tracking")),
+                           "platform": throughput.platform(ray.train.torch.get_device())}
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(folder))
 
 

@@ -21,7 +21,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import platform as pyplatform
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode, bmm_flop
@@ -60,6 +62,26 @@ def peak_flops(device: torch.device | str | None = None) -> float | None:
     if device is None or device.type != "cuda" or not torch.cuda.is_available():
         return None
     return table_peak(torch.cuda.get_device_name(device))
+
+
+def platform(device: torch.device | str | None = None) -> str:
+    """What computed a stage, for its record: torch's version and the device, with the CPU's kernel level (torch's
+    `cpu_capability`: AVX2, AVX512, ...). Seeded runs repeat to the bit on the same kind of machine only: the kernels
+    torch picks per instruction set round differently, and the default run's scores moved that far (README)."""
+    device = torch.device(device) if device is not None else torch.device("cpu")
+    if device.type == "cuda" and torch.cuda.is_available():
+        return f"torch {torch.__version__} on {torch.cuda.get_device_name(device)}"
+    return f"torch {torch.__version__} on CPU {torch.backends.cpu.get_cpu_capability()} ({_cpu_model()})"
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return pyplatform.processor() or pyplatform.machine()
 
 
 def table_peak(device_name: str) -> float | None:
