@@ -7,6 +7,14 @@ against the starting model (the number `evaluation.rl_vs_sft` reports), for tuni
 
 Prints the training reward per log interval and, at the end, `delta ci_low ci_high n` and the strict categories.
 The pipeline trains with two Ray workers; this is one process with the same objective and global batch.
+
+`--variant LABEL:KEY=VALUE,KEY=VALUE` (repeatable) runs several configurations from the same checkpoint, each on top
+of the `--set` overrides, and ends with one table row per variant: the starting model is evaluated once. README's
+ablation table comes from
+
+    .venv/bin/python bench/rl_probe.py --checkpoint ... --curation ... --prompts ... --steps 40 --variant default: \
+        --variant no-reward-norm:grpo.ablations.reward_norm=false --variant sde:grpo.ablations.sampler=sde \
+        --variant kl:grpo.kl_weight=0.01 --variant aux-sft:grpo.aux_weight=0.1
 """
 
 from __future__ import annotations
@@ -64,6 +72,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], help="override in the rl stage block: a.b=value")
+    parser.add_argument("--variant", action="append", default=[],
+                        help="LABEL:a.b=value,c=value: one more configuration from the same start (repeatable)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_flush_denormal(True)
@@ -73,7 +83,6 @@ def main() -> None:
         _set(params, item)
     params["steps"], params["seed"] = args.steps, args.seed
     params.setdefault("grpo", {})["prompts_per_worker"] = params["grpo"].get("prompts_per_worker", 4) * args.workers
-    stage = StageConfig.from_dict("rl", params)
     curation = json.loads(Path(args.curation).read_text())
     prompts = json.loads(Path(args.prompts).read_text())
     overrides = {c: n for c, n in evaluation["per_category_overrides"].items() if c in KINDS["t2i"]}
@@ -81,8 +90,46 @@ def main() -> None:
                                      overrides, 64, evaluation["seed"])
                if s["category"] in (*KINDS["t2i"], "text_word")]
 
-    model = load_checkpoint(args.checkpoint)
-    before, before_scores = evaluate(model, samples, evaluation)
+    start = load_checkpoint(args.checkpoint)
+    before, before_scores = evaluate(start, samples, evaluation)
+    print("before", json.dumps({k: round(v, 4) for k, v in before_scores.items()}), flush=True)
+    variants = [_variant(text) for text in args.variant] or [("run", [])]
+    rows = []
+    for label, sets in variants:
+        stage_params = json.loads(json.dumps(params))
+        for item in sets:
+            _set(stage_params, item)
+        print(f"== {label}: {' '.join(sets) or '(the rl block as set)'}", flush=True)
+        model = start if len(variants) == 1 else load_checkpoint(args.checkpoint)
+        train(model, StageConfig.from_dict("rl", stage_params), args, curation, prompts)
+        after, after_scores = evaluate(model, samples, evaluation)
+        paired = paired_difference(after, before)
+        print("after ", json.dumps({k: round(v, 4) for k, v in after_scores.items()}))
+        print("paired", json.dumps(paired), flush=True)
+        rows.append((label, paired, after_scores))
+    print(f"\n{'variant':<16} {'delta reward [95%]':<26} " + " ".join(f"{k:>8}" for k in TABLE_KEYS.values()))
+    print(_row("(start)", "", before_scores))
+    for label, paired, scores in rows:
+        print(_row(label, f"{paired['delta']:+.3f} [{paired['ci_low']:+.3f}, {paired['ci_high']:+.3f}]", scores))
+
+
+TABLE_KEYS = {"overall": "overall", "single_object_color": "colour", "single_object_position": "position",
+              "single_object_shape": "shape", "two_objects_found": "2 found"}  # score key: column
+
+
+def _row(label: str, interval: str, scores: dict) -> str:
+    return f"{label:<16} {interval:<26} " + " ".join(f"{scores.get(k, float('nan')):8.3f}" for k in TABLE_KEYS)
+
+
+def _variant(text: str) -> tuple[str, list[str]]:
+    label, _, sets = text.partition(":")
+    if not label:
+        raise SystemExit(f"bench/rl_probe.py: --variant {text!r} needs a label before the colon")
+    return label, [item for item in sets.split(",") if item]
+
+
+def train(model, stage: StageConfig, args, curation: dict, prompts: dict) -> None:
+    """`args.steps` GRPO updates of `model` in place, as the pipeline's loop makes them (one process)."""
     torch.manual_seed(args.seed)
     apply_schedule(model, stage)
     objective = build_objective(model, stage, ObjectiveContext(
@@ -105,10 +152,6 @@ def main() -> None:
             print(f"step {step}: " + " ".join(f"{k}={v:.4f}" for k, v in mean.items())
                   + f" ({(time.time() - tic) / step:.2f} s/step)", flush=True)
             window = []
-    after, after_scores = evaluate(model, samples, evaluation)
-    print("before", json.dumps({k: round(v, 4) for k, v in before_scores.items()}))
-    print("after ", json.dumps({k: round(v, 4) for k, v in after_scores.items()}))
-    print("paired", json.dumps(paired_difference(after, before)))
 
 
 if __name__ == "__main__":
