@@ -14,7 +14,7 @@ ablation table comes from
 
     .venv/bin/python bench/rl_probe.py --checkpoint ... --curation ... --prompts ... --steps 40 --variant default: \
         --variant no-reward-norm:grpo.ablations.reward_norm=false --variant sde:grpo.ablations.sampler=sde \
-        --variant kl:grpo.kl_weight=0.01 --variant aux-sft:grpo.aux_weight=0.1
+        --variant kl-10:grpo.kl_weight=10 --variant aux-0.1:grpo.aux_weight=0.1
 """
 
 from __future__ import annotations
