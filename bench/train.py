@@ -6,7 +6,9 @@ The tiny alignment stage (`alignment:` in conf/base/parameters_training.yml, few
           (rank 0 of 1, nothing to resume, the model unwrapped as Ray leaves it for one worker, reports dropped);
   ray 1x2 `launch.run_stage` as the pipeline runs it: Ray Train, 1 worker of 2 threads (2 CPUs);
   ray 2x1 the same with 2 workers of 1 thread (DDP over gloo), 16 samples each: the tiny preset's default;
-  ray 1x2 +15 (--compare-niceness) ray 1x2 with Ray's own worker niceness (+15) instead of the launcher's 0.
+  ray 1x2 +15 (--compare-niceness) ray 1x2 with Ray's own worker niceness (+15) instead of the launcher's 0;
+  LABEL   (--env-variant LABEL:K=V,...) ray 1x2 with those variables in its workers' environment (allocator,
+          OpenMP, ... settings read at process start), its time per sample over the plain loop's printed per round.
 samples/s come from the loop's own per-window MLflow metric (`alignment/step_s`, every `--log-every` steps) after the
 first `--warmup` windows: process, Ray and worker start-up are not counted, per-step Ray costs (its threads, the
 controller's polling, report handling, the OMP/thread environment) are. The set-ups alternate for `--rounds` rounds
@@ -18,6 +20,7 @@ ratios are taken within each round, then their median: the last line is `overhea
 Ray 1x2's wall time per sample over the plain loop's (target <= 1.10).
 
     .venv/bin/python bench/train.py [--steps 50] [--rounds 3] [--warmup 2] [--log-every 10] [--compare-niceness]
+        [--env-variant arena1:MALLOC_ARENA_MAX=1 ...]
 """
 
 from __future__ import annotations
@@ -87,6 +90,7 @@ def run_ray(spec: dict) -> None:
     from deepgen.train.config import StageConfig
     from deepgen.train.launch import run_stage
 
+    launch.RAY_ENV = {**launch.RAY_ENV, **spec["env"]}
     if spec.get("ray_niceness"):  # Ray's default: workers reniced by +15
         launch.RAY_ENV = {k: v for k, v in launch.RAY_ENV.items() if k != "RAY_worker_niceness"}
         os.environ.pop("RAY_worker_niceness", None)
@@ -104,7 +108,8 @@ def curate_shards(folder: Path) -> list[str]:
     return curate_shapes_world(params, str(folder))["train_urls"]
 
 
-def measure(label: str, urls: list[str], tmp: Path, tracking_uri: str, args, index: int) -> float:
+def measure(label: str, urls: list[str], tmp: Path, tracking_uri: str, args, index: int,
+            worker_env: dict[str, str]) -> float:
     """One set-up in a fresh process; its samples/s after warm-up, from the loop's MLflow metrics."""
     from mlflow.tracking import MlflowClient
 
@@ -112,10 +117,10 @@ def measure(label: str, urls: list[str], tmp: Path, tracking_uri: str, args, ind
     experiment = client.get_experiment_by_name("bench-train") or client.get_experiment(
         client.create_experiment("bench-train"))
     run_id = client.create_run(experiment.experiment_id, run_name=f"{label}-{index}").info.run_id
-    workers, threads = LAYOUTS[label] if label != NICE_15 else LAYOUTS["ray 1x2"]
+    workers, threads = LAYOUTS.get(label, LAYOUTS["ray 1x2"])
     spec = {"stage": stage_block(workers, threads, args.steps, args.log_every), "init": {"preset": "tiny", "seed": 0},
             "urls": urls, "tracking": {"uri": tracking_uri, "run_id": run_id}, "runs": str(tmp / f"runs-{index}"),
-            "ray_niceness": label == NICE_15}
+            "ray_niceness": label == NICE_15, "env": worker_env}
     mode = "plain" if label == "plain" else "ray"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     started = time.time()
@@ -188,6 +193,8 @@ def main() -> None:
     parser.add_argument("--log-every", type=int, default=10)
     parser.add_argument("--compare-niceness", action="store_true",
                         help=f"also run '{NICE_15}': Ray's default worker niceness against ours")
+    parser.add_argument("--env-variant", action="append", default=[], metavar="LABEL:K=V,...",
+                        help="also run Ray 1x2 with these environment variables in its workers")
     parser.add_argument("--child", nargs=2, metavar=("MODE", "SPEC"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -197,6 +204,12 @@ def main() -> None:
         sys.exit("bench/train.py: --warmup must be at least 1 (the first window holds the loop's start-up)")
     if args.steps % args.log_every:
         sys.exit(f"bench/train.py: --steps {args.steps} must be a multiple of --log-every {args.log_every}")
+    variants = {}
+    for variant in args.env_variant:
+        label, _, assignments = variant.partition(":")
+        if not label or label in LAYOUTS or label == NICE_15 or "=" not in assignments:
+            sys.exit(f"bench/train.py: --env-variant {variant!r}: expected NEW_LABEL:NAME=VALUE,...")
+        variants[label] = dict(item.split("=", 1) for item in assignments.split(","))
     logging.getLogger("mlflow").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory() as folder:
         tmp = Path(folder)
@@ -204,7 +217,7 @@ def main() -> None:
         tracking_uri = f"sqlite:///{tmp / 'mlflow.db'}"
         print(f"tiny alignment, global batch {GLOBAL_BATCH}, {args.steps} steps per run, first {args.warmup} "
               f"windows of {args.log_every} skipped; {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
-        setups = list(LAYOUTS) + ([NICE_15] if args.compare_niceness else [])
+        setups = list(LAYOUTS) + ([NICE_15] if args.compare_niceness else []) + list(variants)
         rates: dict[str, list[float]] = {label: [] for label in setups}
         cpu: dict[str, list[float]] = {label: [] for label in setups}
         index = 0
@@ -212,7 +225,7 @@ def main() -> None:
             print(f"round {round_ + 1}/{args.rounds}", flush=True)
             order = setups if round_ % 2 == 0 else list(reversed(setups))
             for label in order:
-                rate, cpu_ms = measure(label, urls, tmp, tracking_uri, args, index)
+                rate, cpu_ms = measure(label, urls, tmp, tracking_uri, args, index, variants.get(label, {}))
                 rates[label].append(rate)
                 cpu[label].append(cpu_ms)
                 index += 1
@@ -231,6 +244,10 @@ def main() -> None:
         print(f"Ray 1x2 with Ray's worker niceness (+15) over ours (0), time per sample: "
               f"{median['ray 1x2'] / median[NICE_15]:.2f} (per round "
               f"{', '.join(f'{a / b:.2f}' for a, b in zip(rates['ray 1x2'], rates[NICE_15]))}; equal on idle cores)")
+    for label in variants:
+        ratios = [p / r for p, r in zip(rates["plain"], rates[label])]
+        print(f"{label} (Ray 1x2, {', '.join(f'{k}={v}' for k, v in variants[label].items())}): time per sample over "
+              f"the plain loop's per round {', '.join(f'{r:.2f}' for r in ratios)}, median {statistics.median(ratios):.2f}")
     print(f"Ray 1x2 time per sample over the plain loop's, per round: {', '.join(f'{r:.2f}' for r in per_round)} "
           f"(target <= 1.10; the ratio of the medians above: {median['plain'] / median['ray 1x2']:.2f})")
     print(f"load average at the end {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores (other jobs make single rounds "
