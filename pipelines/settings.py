@@ -8,8 +8,8 @@ import warnings
 warnings.filterwarnings("ignore", message=r"register_new_resolver\(\) is deprecated", category=UserWarning)
 
 from pipelines.config_loader import ConfigLoader  # noqa: E402
-from pipelines.hooks import MlflowRunHook  # noqa: E402
+from pipelines.hooks import InputsHook, MlflowRunHook  # noqa: E402
 
-HOOKS = (MlflowRunHook(),)
+HOOKS = (MlflowRunHook(), InputsHook())  # pluggy calls the last registered first: the check precedes the run
 CONFIG_LOADER_CLASS = ConfigLoader
 CONFIG_LOADER_ARGS = {"base_env": "base", "default_run_env": "local"}
