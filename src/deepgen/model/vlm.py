@@ -31,6 +31,7 @@ def qwen_config(cfg: VLMConfig, vocab_size: int, special_ids: dict[str, int]) ->
                             "mrope_section": list(cfg.mrope_section)},
         "tie_word_embeddings": cfg.tie_word_embeddings, "bos_token_id": special_ids["<|endoftext|>"],
         "eos_token_id": special_ids["<|im_end|>"], "pad_token_id": special_ids["<|endoftext|>"],
+        **({"initializer_range": cfg.layer_init_std} if cfg.layer_init_std else {}),
     }
     vision = {
         "depth": cfg.vision_depth, "hidden_size": cfg.vision_hidden_size,
