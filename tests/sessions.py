@@ -1,13 +1,17 @@
 """The processes a test's driver started, found by its session (Linux /proc). Ray's actors run in process groups of
 their own, so a killpg of the driver's group leaves them running: after one, the train workers went on saving two
-more checkpoints for 3 s (measured here). A lost machine loses them all at once; kill_session does that."""
+more checkpoints for 3 s (measured here). A lost machine loses them all at once; kill_session does that. A rerun
+resumes from what Ray Train's controller registered before the kill: registered_checkpoints waits on that."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
 from pathlib import Path
+
+from deepgen import storage
 
 
 def session_processes(session: int, name: bytes = b"") -> list[int]:
@@ -34,3 +38,13 @@ def kill_session(session: int) -> None:
             except ProcessLookupError:
                 pass
         time.sleep(0.1)
+
+
+def registered_checkpoints(run_uri: str) -> list:
+    """The checkpoints Ray Train's controller has registered for a run (a folder or s3:// prefix): what a rerun
+    resumes from. Checkpoint folders alone are not enough: CI once killed a run with two saved but none registered."""
+    try:
+        return json.loads(storage.read_bytes(storage.join(run_uri, "checkpoint_manager_snapshot.json")))[
+            "checkpoint_results"]
+    except (FileNotFoundError, json.JSONDecodeError):  # not written yet, or caught mid-write
+        return []

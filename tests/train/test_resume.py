@@ -15,7 +15,7 @@ import torch
 
 from deepgen.train.config import StageConfig
 from deepgen.train.launch import RECORD_FILE, run_name
-from sessions import kill_session
+from sessions import kill_session, registered_checkpoints
 
 STAGE = {"objective": "flow", "trainable": ["scb", "dit"], "steps": 60, "batch_size": 2, "log_every": 5,
          "checkpoint_every": 4, "optim": {"lr": 1e-3}}
@@ -35,13 +35,6 @@ def launch(args: str, **kwargs) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, **kwargs)
 
 
-def registered_checkpoints(folder: Path) -> list:
-    try:
-        return json.loads((folder / "checkpoint_manager_snapshot.json").read_text())["checkpoint_results"]
-    except (FileNotFoundError, json.JSONDecodeError):  # not written yet, or caught mid-write
-        return []
-
-
 def test_killed_stage_resumes_from_its_latest_checkpoint(small_shards, tmp_path):
     record, _, _ = small_shards
     runs = tmp_path / "runs"
@@ -53,7 +46,7 @@ def test_killed_stage_resumes_from_its_latest_checkpoint(small_shards, tmp_path)
     # Ray resumes from the checkpoints its controller has registered: it takes reports when it polls the workers
     # (every 2 s), so a kill right after a folder is written restarts from scratch (seen in CI). Kill once the
     # controller's snapshot lists a checkpoint.
-    while not registered_checkpoints(folder):
+    while not registered_checkpoints(str(folder)):
         assert first.poll() is None, first.stdout.read()[-3000:]
         assert time.time() < deadline, "no registered checkpoint within 300 s"
         time.sleep(0.2)

@@ -17,7 +17,7 @@ from deepgen.model.config import preset
 from deepgen.model.deepgen import DeepGen
 from deepgen.train.config import StageConfig
 from deepgen.train.launch import RECORD_FILE, run_name
-from sessions import kill_session
+from sessions import kill_session, registered_checkpoints
 
 STAGE = {"objective": "flow", "trainable": ["scb"], "steps": 40, "batch_size": 2, "log_every": 5,
          "checkpoint_every": 4, "optim": {"lr": 1e-3}, "scaling": {"num_workers": 1}}
@@ -51,13 +51,9 @@ def test_killed_stage_resumes_from_a_lean_checkpoint_on_s3(small_shards, s3, tmp
         return [json.loads(storage.read_bytes(uri))["step"] for uri in storage.list_files(run_uri)
                 if uri.endswith("/state.json") and "/checkpoint_" in uri]
 
-    def registered() -> list:  # Ray resumes from what its controller's snapshot lists (as in test_resume.py)
-        snapshot = storage.join(run_uri, "checkpoint_manager_snapshot.json")
-        return json.loads(storage.read_bytes(snapshot))["checkpoint_results"] if storage.exists(snapshot) else []
-
     first = launch(args, env)
     deadline = time.time() + 300
-    while not registered():  # two state.json files on S3 were not enough: CI once resumed from 0 with steps 4, 8 saved
+    while not registered_checkpoints(run_uri):  # two state.json files on S3 were not enough: CI once resumed from 0 with steps 4, 8 saved
         assert first.poll() is None, first.stdout.read()[-3000:]
         assert time.time() < deadline, "no checkpoint within 300 s"
         time.sleep(0.5)
