@@ -9,12 +9,18 @@ Prints the training reward per log interval and, at the end, `delta ci_low ci_hi
 The pipeline trains with two Ray workers; this is one process with the same objective and global batch.
 
 `--variant LABEL:KEY=VALUE,KEY=VALUE` (repeatable) runs several configurations from the same checkpoint, each on top
-of the `--set` overrides, and ends with one table row per variant: the starting model is evaluated once. README's
-ablation table comes from
+of the `--set` overrides (`steps=80` in a variant overrides `--steps`), and ends with one table row per variant: the
+starting model is evaluated once. README's ablation table comes from
 
     .venv/bin/python bench/rl_probe.py --checkpoint ... --curation ... --prompts ... --steps 40 --variant default: \
         --variant no-reward-norm:grpo.ablations.reward_norm=false --variant sde:grpo.ablations.sampler=sde \
         --variant kl-10:grpo.kl_weight=10 --variant aux-0.1:grpo.aux_weight=0.1
+
+`--fixed` rolls out the first prompt batch again at every step (one update per rollout, no auxiliary loss): a check
+that the gradient points uphill, apart from whether the gain carries to other prompts. Measured on 2026-12-05 from the
+SFT state of README's first table (8 prompts x 8, lr 1e-4, `--steps 30 --set optim.lr=1e-4 --fixed`): the training
+reward on those prompts rose from 0.54 (mean of steps 1-5) to 0.62 (steps 26-30), KL 0.11, signal share 0.83 ->
+0.65, while the held-out reward fell by 0.030 [-0.051, -0.009]: the update works, and 8 prompts are overfitted.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from deepgen.eval.reward import mean_reward, paired_difference, sample_rewards
 from deepgen.eval.shapes import generate_all, score_all, with_topup
 from deepgen.model.checkpoint import load_checkpoint
 from deepgen.ocr import read_text
+from deepgen.train.batches import samples_batch
 from deepgen.train.config import StageConfig
 from deepgen.train.freeze import apply_schedule, param_groups
 from deepgen.train.objectives import ObjectiveContext, build_objective
@@ -72,6 +79,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--set", action="append", default=[], help="override in the rl stage block: a.b=value")
+    parser.add_argument("--fixed", action="store_true", help="the same prompt batch at every step (module doc)")
     parser.add_argument("--variant", action="append", default=[],
                         help="LABEL:a.b=value,c=value: one more configuration from the same start (repeatable)")
     args = parser.parse_args()
@@ -129,7 +137,7 @@ def _variant(text: str) -> tuple[str, list[str]]:
 
 
 def train(model, stage: StageConfig, args, curation: dict, prompts: dict) -> None:
-    """`args.steps` GRPO updates of `model` in place, as the pipeline's loop makes them (one process)."""
+    """`stage.steps` GRPO updates of `model` in place, as the pipeline's loop makes them (one process)."""
     torch.manual_seed(args.seed)
     apply_schedule(model, stage)
     objective = build_objective(model, stage, ObjectiveContext(
@@ -138,8 +146,13 @@ def train(model, stage: StageConfig, args, curation: dict, prompts: dict) -> Non
     groups = param_groups(model, stage)
     opt = torch.optim.AdamW(groups, lr=stage.optim.lr, betas=stage.optim.betas, weight_decay=stage.optim.weight_decay)
     stream, tic, window = objective.batches(), time.time(), []
+    if args.fixed:
+        prompts = objective.stream("prompts", stage.grpo.prompts_per_worker, source="prompts", collate_fn=samples_batch)
+        fixed = next(prompts)["samples"]
+        print("fixed prompts: " + "; ".join(s["caption"] for s in fixed), flush=True)
+        stream = ({"rollout": objective.rollout(fixed), "sft": None} for _ in iter(int, 1))
     model.train()
-    for step in range(1, args.steps + 1):
+    for step in range(1, stage.steps + 1):
         loss, metrics = objective(next(stream))
         opt.zero_grad(set_to_none=True)
         loss.backward()
