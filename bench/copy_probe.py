@@ -39,9 +39,9 @@ With the word-order VLM (97ac125; the rows above ran on the bag-of-words one), `
   edit steps 2,000 / 2,500 / 3,000: preserved 0.10 / 0.08 / 0.17, followed 0.29 / 0.31 / 0.17; both <= 0.02
   held-out flow loss 0.25 (500 edit steps) -> 0.17 (3,000), shuffled reference 0.48 -> 0.44; 20 min 41 s of 2 threads
 On the default pool of 1,500, 600 edit steps left preserved 0.02, followed 0.19 without the copy steps (as before)
-and 0.13 / 0.10 after them. The copy is
-learned and then traded for the hedge; the flow loss keeps falling, the samples do not improve, and binding the
-instruction to one object of the reference does not emerge in a budget the size of the whole default run.
+and 0.13 / 0.10 after them. The copy is learned and then traded for the hedge; the flow loss keeps falling, the
+samples do not improve, and binding the instruction to one object of the reference does not emerge in a budget the
+size of the whole default run.
 """
 
 from __future__ import annotations
@@ -109,7 +109,9 @@ def run_variant(init: str, overrides: dict, train: list[dict], test: list[dict],
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if score and (step == copy_first or score_every and (step - copy_first) % score_every == 0):
+        # the last step's scores are printed after the loop
+        if score and step < copy_first + steps and (
+                step == copy_first or score_every and step > copy_first and (step - copy_first) % score_every == 0):
             scores = heldout_scores(model, score)
             print(f"  step {step} ({copy_first} copy first): preserved {scores['edits_preserved']:.3f}, followed "
                   f"{scores['edits_followed']:.3f}", flush=True)

@@ -145,12 +145,7 @@ def train(model, stage: StageConfig, args, curation: dict, prompts: dict) -> Non
         init={"checkpoint": args.checkpoint}))
     groups = param_groups(model, stage)
     opt = torch.optim.AdamW(groups, lr=stage.optim.lr, betas=stage.optim.betas, weight_decay=stage.optim.weight_decay)
-    stream, tic, window = objective.batches(), time.time(), []
-    if args.fixed:
-        prompts = objective.stream("prompts", stage.grpo.prompts_per_worker, source="prompts", collate_fn=samples_batch)
-        fixed = next(prompts)["samples"]
-        print("fixed prompts: " + "; ".join(s["caption"] for s in fixed), flush=True)
-        stream = ({"rollout": objective.rollout(fixed), "sft": None} for _ in iter(int, 1))
+    stream, tic, window = fixed_batches(objective, stage) if args.fixed else objective.batches(), time.time(), []
     model.train()
     for step in range(1, stage.steps + 1):
         loss, metrics = objective(next(stream))
@@ -165,6 +160,15 @@ def train(model, stage: StageConfig, args, curation: dict, prompts: dict) -> Non
             print(f"step {step}: " + " ".join(f"{k}={v:.4f}" for k, v in mean.items())
                   + f" ({(time.time() - tic) / step:.2f} s/step)", flush=True)
             window = []
+
+
+def fixed_batches(objective, stage: StageConfig):
+    """`--fixed`: a fresh rollout of the first prompt batch for every update (no auxiliary SFT batch)."""
+    prompts = objective.stream("prompts", stage.grpo.prompts_per_worker, source="prompts", collate_fn=samples_batch)
+    fixed = next(prompts)["samples"]
+    print("fixed prompts: " + "; ".join(s["caption"] for s in fixed), flush=True)
+    while True:
+        yield {"rollout": objective.rollout(fixed), "sft": None}
 
 
 if __name__ == "__main__":

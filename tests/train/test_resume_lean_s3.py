@@ -53,7 +53,8 @@ def test_killed_stage_resumes_from_a_lean_checkpoint_on_s3(small_shards, s3, tmp
 
     first = launch(args, env)
     deadline = time.time() + 300
-    while not registered_checkpoints(run_uri):  # two state.json files on S3 were not enough: CI once resumed from 0 with steps 4, 8 saved
+    # two state.json files on S3 were not enough: CI once resumed from 0 with steps 4, 8 saved
+    while not registered_checkpoints(run_uri):
         assert first.poll() is None, first.stdout.read()[-3000:]
         assert time.time() < deadline, "no checkpoint within 300 s"
         time.sleep(0.5)
